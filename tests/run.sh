@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs Switchboard's whole test suite on a fresh Debian machine. It installs what is missing by
+# itself: Debian packages through apt-get (as root), and the Kubernetes control plane built
+# from its Go modules into ~/.cache/switchboard (kept between runs, so warm runs skip it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the tests start for real: redis-server; setpriv (util-linux) ties test
+# servers' lifetime to the test that started them.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: need root to apt-get install ${missing[*]}; install them and rerun" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a system Redis; the tests start their own on free ports.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
+fi
+command -v go >/dev/null 2>&1 || { echo "tests/run.sh: Go is needed to build the test control plane" >&2; exit 1; }
+
+say "control plane (etcd, kube-apiserver, kubectl)"
+cp_start=$(date +%s)
+SWITCHBOARD_CONTROLPLANE_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
+export SWITCHBOARD_CONTROLPLANE_DIR
+echo "ready in $(( $(date +%s) - cp_start ))s: $SWITCHBOARD_CONTROLPLANE_DIR"
+
+say "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "\nswitchboard: %d passed, %d failed\n", p, f }' "$log"
+if [ "$status" -ne 0 ]; then
+  echo "tests failed after $(( $(date +%s) - started ))s" >&2
+  exit "$status"
+fi
+echo "all tests passed in $(( $(date +%s) - started ))s"

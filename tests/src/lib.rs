@@ -1,0 +1,81 @@
+//! The harness behind Switchboard's integration tests: a real Kubernetes control plane (etcd
+//! and kube-apiserver run as local processes, envtest-style), `redis-server`, and the plumbing
+//! they share (free loopback ports, child processes that die with the test).
+//!
+//! Everything here is test infrastructure. It starts real servers on loopback only and tears
+//! them down when the owning value is dropped, including when a test panics.
+
+pub mod control_plane;
+pub mod pki;
+pub mod process;
+pub mod redis_server;
+pub mod tools;
+
+pub use control_plane::ControlPlane;
+pub use redis_server::RedisServer;
+
+use std::path::PathBuf;
+
+/// What can go wrong while bringing up test infrastructure.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("cannot {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot generate test certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
+    #[error("{what} did not become ready within {seconds}s; last lines of its log:\n{log_tail}")]
+    NotReady {
+        what: &'static str,
+        seconds: u64,
+        log_tail: String,
+    },
+    #[error("{what} exited early ({status}); last lines of its log:\n{log_tail}")]
+    Exited {
+        what: &'static str,
+        status: std::process::ExitStatus,
+        log_tail: String,
+    },
+    #[error("building the control plane failed: {0}")]
+    Build(String),
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("cannot parse {path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+}
+
+impl HarnessError {
+    pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let action = action.into();
+        move |source| HarnessError::Io { action, source }
+    }
+}
+
+pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
+
+/// The root of the repository, for fixtures and committed manifests.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A free TCP port on 127.0.0.1, found by binding port 0 and letting it go.
+///
+/// Another process could take it before the server binds; the window is tiny and the servers
+/// started here fail loudly if it happens.
+pub fn free_port() -> Result<u16> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("bind a free port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(HarnessError::io("read a bound port"))?
+        .port();
+    Ok(port)
+}
