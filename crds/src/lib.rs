@@ -14,7 +14,7 @@ pub mod validation;
 pub use room::{RegionPolicy, Room, RoomPhase, RoomSpec, RoomStatus};
 pub use sfu_node::{
     HttpHealthCheck, ParticipantLoad, ReportedLoad, SfuCapacity, SfuNode, SfuNodeSpec,
-    SfuNodeStatus, TurnServers,
+    SfuNodeStatus, SlotReservation, TurnServers,
 };
 
 /// The API group of every Switchboard resource.

@@ -147,6 +147,14 @@ pub struct SfuNodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocated: Option<ParticipantLoad>,
 
+    /// Slots the operator has promised to Rooms whose own status may not show it yet. Every
+    /// placement is written here first, with this object's resourceVersion as a precondition,
+    /// so two operator replicas racing for the last slot cannot both win. Entries expire once
+    /// every replica has surely seen the Room's status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    pub reservations: Vec<SlotReservation>,
+
     /// Load the SFU reports about itself, for information and dashboards. Placement does not
     /// trust it, since a reported load is stale by construction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +173,22 @@ pub struct ParticipantLoad {
     pub rooms: u32,
     /// Participant slots reserved by those Rooms.
     pub participants: u32,
+}
+
+/// Slots promised to one Room on one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotReservation {
+    /// The Room's name (Rooms are placed on nodes of their own namespace).
+    #[schemars(length(max = 253))]
+    pub room: String,
+    /// The Room's uid, so a recreated Room of the same name is not mistaken for this one.
+    #[schemars(length(max = 64))]
+    pub uid: String,
+    /// Participant slots reserved.
+    pub participants: u32,
+    /// When the reservation stops counting on its own.
+    pub expires_at: Time,
 }
 
 /// Load as reported by the SFU itself.

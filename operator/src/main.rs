@@ -1,7 +1,17 @@
-//! `switchboard-operator`: places Rooms on SfuNodes and rotates the TURN secret.
-//! The reconcilers are not built yet; see the open operator issues.
+//! `switchboard-operator` entry point: parse configuration, start logging, run.
 
-fn main() {
-    eprintln!("switchboard-operator: not implemented yet");
-    std::process::exit(2);
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = switchboard_operator::args::Args::parse();
+    switchboard_operator::telemetry::init(args.log.log_format);
+    match switchboard_operator::run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
 }

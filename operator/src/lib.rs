@@ -1,0 +1,313 @@
+//! `switchboard-operator`: places Rooms on SfuNodes and keeps SfuNode health.
+//!
+//! Layout, from the outside in:
+//! - [`run`] wires everything: watches (reflectors) for Rooms and SfuNodes that always run, so
+//!   a standby replica is warm; the HTTP endpoint; leader election; and, while leading, the
+//!   three loops below.
+//! - [`placer`]: the one writer of placements (decisions come from `switchboard-placement`).
+//! - [`nodes`]: node health, `allocated`, the drain finalizer, and waking the placer.
+//! - [`lifetime`]: deleting rooms that stayed empty past `emptyTimeoutSeconds`.
+//!
+//! Pure parts (no client, no clock): [`ledger`], [`health`], [`views`], and the placement
+//! crate itself.
+
+pub mod args;
+pub mod events;
+pub mod health;
+pub mod ledger;
+pub mod lifetime;
+pub mod metrics;
+pub mod nodes;
+pub mod placer;
+pub mod probe;
+pub mod queue;
+pub mod telemetry;
+pub mod views;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use switchboard_crds::{Room, SfuNode};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::args::Args;
+use crate::events::EventSink;
+use crate::metrics::{HttpState, Metrics};
+use crate::placer::{Placer, PlacerConfig, room_key, waiting_rooms};
+use crate::probe::Prober;
+use crate::queue::WorkQueue;
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to Kubernetes: {0}")]
+    Client(#[source] kube::Error),
+    #[error("cannot install the TLS provider for health checks")]
+    TlsProvider,
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("metrics endpoint on {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a background task ended unexpectedly: {0}")]
+    TaskEnded(&'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The watched state and the handles shared by the loops.
+#[derive(Clone)]
+struct Shared {
+    client: Client,
+    rooms: Store<Room>,
+    nodes: Store<SfuNode>,
+    queue: WorkQueue,
+    metrics: Arc<Metrics>,
+    events: EventSink,
+    node_wake: Arc<Notify>,
+}
+
+/// Runs the operator until a fatal error.
+pub async fn run(args: Args) -> Result<()> {
+    // reqwest (health checks) uses rustls without a built-in provider; use ring, as kube does.
+    if rustls::crypto::CryptoProvider::get_default().is_none()
+        && rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        && rustls::crypto::CryptoProvider::get_default().is_none()
+    {
+        return Err(Error::TlsProvider);
+    }
+    let client = Client::try_default().await.map_err(Error::Client)?;
+    let metrics = Arc::new(Metrics::new());
+    let http_state = Arc::new(HttpState {
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
+    let identity = args
+        .leader
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("switchboard-operator-{}", std::process::id()));
+
+    let (room_api, node_api): (Api<Room>, Api<SfuNode>) = if args.scope.all_namespaces {
+        (Api::all(client.clone()), Api::all(client.clone()))
+    } else {
+        (
+            Api::namespaced(client.clone(), &args.scope.namespace),
+            Api::namespaced(client.clone(), &args.scope.namespace),
+        )
+    };
+    let (rooms, room_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
+    let shared = Shared {
+        client: client.clone(),
+        rooms: rooms.clone(),
+        nodes: nodes.clone(),
+        queue: WorkQueue::default(),
+        metrics: metrics.clone(),
+        events: EventSink::spawn(client.clone(), Some(identity.clone())),
+        node_wake: Arc::new(Notify::new()),
+    };
+
+    let mut background = JoinSet::new();
+    {
+        let shared = shared.clone();
+        let stream =
+            reflector::reflector(room_writer, watcher(room_api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+        background.spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(room) => {
+                        if let Some(key) = room_key(&room) {
+                            shared.queue.push(key);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "room watch error"),
+                }
+            }
+            "room watch"
+        });
+    }
+    {
+        let shared = shared.clone();
+        // Any node event wakes the node loop at once, instead of at its next tick.
+        let stream =
+            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
+                .default_backoff();
+        background.spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(_) => shared.node_wake.notify_one(),
+                    Err(error) => tracing::warn!(%error, "node watch error"),
+                }
+            }
+            "node watch"
+        });
+    }
+    {
+        let http_state = http_state.clone();
+        let addr = args.http.listen;
+        background.spawn(async move {
+            if let Err(source) = metrics::serve(addr, http_state).await {
+                tracing::error!(%addr, error = %source, "metrics endpoint failed");
+            }
+            "metrics endpoint"
+        });
+    }
+    let synced_rooms = rooms.clone();
+    let synced_nodes = nodes.clone();
+    let ready_flag = http_state.clone();
+    background.spawn(async move {
+        let _ = synced_rooms.wait_until_ready().await;
+        let _ = synced_nodes.wait_until_ready().await;
+        ready_flag.ready.store(true, Ordering::Relaxed);
+        tracing::info!("watches synced");
+        std::future::pending::<()>().await;
+        "readiness"
+    });
+
+    let (leading_tx, mut leading) = watch::channel(!args.leader.leader_election);
+    if args.leader.leader_election {
+        let lease_namespace = args
+            .leader
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| args.scope.namespace.clone());
+        let duration = args.leader.lease_duration_seconds;
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader.lease_name)
+                .with_namespace(&lease_namespace)
+                .with_identity(&identity)
+                .with_duration(duration)
+                .with_grace((duration / 3).max(1))
+                .build()
+                .await?;
+        let (mut lease_rx, _lease_task) = manager.watch().await;
+        background.spawn(async move {
+            loop {
+                let is_leader = *lease_rx.borrow_and_update();
+                let _ = leading_tx.send(is_leader);
+                if lease_rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            "leader election"
+        });
+    }
+
+    let _ = rooms.wait_until_ready().await;
+    let _ = nodes.wait_until_ready().await;
+    let prober = Arc::new(Prober::new()?);
+    let placer_config = PlacerConfig {
+        strategy: args.placement.strategy,
+        failover_grace: args.placement.failover_grace,
+        reservation_ttl: args.placement.reservation_ttl,
+        batch_size: usize::try_from(args.placement.batch_size).unwrap_or(256),
+    };
+
+    let mut reconcilers: Option<JoinSet<&'static str>> = None;
+    loop {
+        let is_leader = *leading.borrow_and_update();
+        match (is_leader, reconcilers.is_some()) {
+            (true, false) => {
+                tracing::info!(%identity, "leading: reconciling");
+                metrics.is_leader.set(1);
+                reconcilers = Some(start_reconcilers(
+                    &shared,
+                    &args,
+                    &placer_config,
+                    prober.clone(),
+                ));
+            }
+            (false, true) => {
+                tracing::warn!(%identity, "lost leadership: standing by");
+                metrics.is_leader.set(0);
+                if let Some(mut set) = reconcilers.take() {
+                    set.abort_all();
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return Err(Error::TaskEnded("leader election"));
+                }
+            }
+            Some(ended) = background.join_next() => {
+                return Err(Error::TaskEnded(ended.unwrap_or("background task")));
+            }
+            Some(ended) = async { match reconcilers.as_mut() { Some(set) => set.join_next().await, None => std::future::pending().await } } => {
+                return Err(Error::TaskEnded(ended.unwrap_or("reconciler")));
+            }
+        }
+    }
+}
+
+fn start_reconcilers(
+    shared: &Shared,
+    args: &Args,
+    placer_config: &PlacerConfig,
+    prober: Arc<Prober>,
+) -> JoinSet<&'static str> {
+    let mut set = JoinSet::new();
+    let placer = Placer::new(
+        shared.client.clone(),
+        shared.rooms.clone(),
+        shared.nodes.clone(),
+        shared.queue.clone(),
+        shared.metrics.clone(),
+        shared.events.clone(),
+        placer_config.clone(),
+    );
+    set.spawn(async move {
+        placer.run().await;
+        "placer"
+    });
+    let node_loop = nodes::NodeLoop {
+        client: shared.client.clone(),
+        rooms: shared.rooms.clone(),
+        nodes: shared.nodes.clone(),
+        queue: shared.queue.clone(),
+        metrics: shared.metrics.clone(),
+        events: shared.events.clone(),
+        prober,
+        wake: shared.node_wake.clone(),
+        interval: args.placement.health_interval,
+        failover_grace: args.placement.failover_grace,
+    };
+    set.spawn(async move {
+        node_loop.run().await;
+        "node loop"
+    });
+    let (client, rooms, events) = (
+        shared.client.clone(),
+        shared.rooms.clone(),
+        shared.events.clone(),
+    );
+    set.spawn(async move {
+        lifetime::run(client, rooms, events, Duration::from_secs(1)).await;
+        "room lifetime"
+    });
+    // Rooms deleted while we were not leading may have freed capacity.
+    shared.queue.push_many(waiting_rooms(&shared.rooms, None));
+    set
+}

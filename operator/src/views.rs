@@ -1,0 +1,114 @@
+//! Turns watched objects into the plain structs the placement crate decides on. Pure.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
+use k8s_openapi::jiff::Timestamp;
+use switchboard_crds::{Room, SfuNode, conditions};
+use switchboard_placement::{
+    Health, LabelSelector, NodeView, RegionPolicy, Requirement, RoomRequest, SelectorError,
+};
+
+use crate::ledger::{Ledger, NodeKey};
+
+/// A Room whose spec cannot be turned into a request.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRoom {
+    #[error("spec.sfuSelector: {0}")]
+    Selector(#[from] SelectorError),
+    #[error("the Room has no namespace or uid yet")]
+    Incomplete,
+}
+
+/// The node key of an SfuNode.
+pub fn node_key(node: &SfuNode) -> Option<NodeKey> {
+    Some((
+        node.metadata.namespace.clone()?,
+        node.metadata.name.clone()?,
+    ))
+}
+
+/// Health as placement needs it: Ready, NotReady within the grace period (Suspect), or
+/// NotReady past it (Failed). A node the operator has not admitted yet is Suspect: no rooms go
+/// there, but none leave because of it either.
+pub fn node_health(node: &SfuNode, now: Timestamp, grace: Duration) -> Health {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY));
+    match ready {
+        Some(c) if c.status == "True" => Health::Ready,
+        Some(c) if c.status == "False" => {
+            let since = now.duration_since(c.last_transition_time.0);
+            if !since.is_negative() && since.unsigned_abs() >= grace {
+                Health::Failed
+            } else {
+                Health::Suspect
+            }
+        }
+        _ => Health::Suspect,
+    }
+}
+
+/// The NodeView of one SfuNode, with its load from the ledger (leaving out `deciding_room`).
+pub fn node_view(
+    node: &SfuNode,
+    ledger: &Ledger,
+    deciding_room: Option<&str>,
+    now: Timestamp,
+    grace: Duration,
+) -> Option<NodeView> {
+    let key = node_key(node)?;
+    let load = ledger.load_excluding(&key, deciding_room);
+    Some(NodeView {
+        name: key.1,
+        region: node.spec.region.clone(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        health: node_health(node, now, grace),
+        cordoned: node.spec.unschedulable,
+        deleting: node.metadata.deletion_timestamp.is_some(),
+        capacity: node.spec.capacity.participants,
+        max_rooms: node.spec.capacity.rooms,
+        allocated: load.participants,
+        rooms: load.rooms,
+    })
+}
+
+fn selector(selector: &KubeSelector) -> Result<LabelSelector, SelectorError> {
+    let mut out = LabelSelector {
+        match_labels: selector.match_labels.clone().unwrap_or_default(),
+        match_expressions: Vec::new(),
+    };
+    for expression in selector.match_expressions.iter().flatten() {
+        out.match_expressions.push(Requirement::new(
+            expression.key.clone(),
+            expression.operator.parse()?,
+            expression.values.clone().unwrap_or_default(),
+        )?);
+    }
+    Ok(out)
+}
+
+/// The placement request of a Room.
+pub fn room_request(room: &Room) -> Result<RoomRequest, InvalidRoom> {
+    let namespace = room
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(InvalidRoom::Incomplete)?;
+    let name = room
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(InvalidRoom::Incomplete)?;
+    Ok(RoomRequest {
+        key: format!("{namespace}/{name}"),
+        participants: room.spec.max_participants,
+        region: room.spec.region.clone(),
+        region_policy: match room.spec.region_policy.unwrap_or_default() {
+            switchboard_crds::RegionPolicy::Preferred => RegionPolicy::Preferred,
+            switchboard_crds::RegionPolicy::Required => RegionPolicy::Required,
+        },
+        selector: room.spec.sfu_selector.as_ref().map(selector).transpose()?,
+    })
+}
