@@ -151,13 +151,6 @@ impl Ledger {
             .insert(room_uid.to_owned(), participants);
     }
 
-    /// Removes a room from every node (before it is reserved somewhere in a batch).
-    pub fn forget_room(&mut self, room_uid: &str) {
-        for book in self.books.values_mut() {
-            book.remove(room_uid);
-        }
-    }
-
     /// True when any room (other than those listed) still counts on the node.
     pub fn has_rooms(&self, node: &NodeKey) -> bool {
         self.books.get(node).is_some_and(|b| !b.is_empty())

@@ -172,18 +172,6 @@ pub async fn run(args: Args) -> Result<()> {
             "metrics endpoint"
         });
     }
-    let synced_rooms = rooms.clone();
-    let synced_nodes = nodes.clone();
-    let ready_flag = http_state.clone();
-    background.spawn(async move {
-        let _ = synced_rooms.wait_until_ready().await;
-        let _ = synced_nodes.wait_until_ready().await;
-        ready_flag.ready.store(true, Ordering::Relaxed);
-        tracing::info!("watches synced");
-        std::future::pending::<()>().await;
-        "readiness"
-    });
-
     let (leading_tx, mut leading) = watch::channel(!args.leader.leader_election);
     if args.leader.leader_election {
         let lease_namespace = args
@@ -213,8 +201,12 @@ pub async fn run(args: Args) -> Result<()> {
         });
     }
 
+    // Wait for the first full list of both kinds in one place only: a store's readiness is a
+    // one-shot signal that wakes a single waiter.
     let _ = rooms.wait_until_ready().await;
     let _ = nodes.wait_until_ready().await;
+    http_state.ready.store(true, Ordering::Relaxed);
+    tracing::info!("watches synced");
     let prober = Arc::new(Prober::new()?);
     let placer_config = PlacerConfig {
         strategy: args.placement.strategy,

@@ -13,7 +13,9 @@
 //!
 //! A reservation is held locally from the moment it is decided; it is released when either
 //! write fails. A node reservation whose room write failed stops counting when it expires
-//! (`--reservation-ttl`), and never counts twice: ledger entries are keyed by room uid.
+//! (`--reservation-ttl`). Entries are keyed by room uid, so a room never counts twice on one
+//! node; it may count on two nodes for a moment (moving, or a stale view), which only errs on
+//! the safe side. Nothing a room is deciding is ever subtracted from the ledger.
 //!
 //! Guarantees: no node is ever allocated beyond its capacity, as seen by the ledger of any
 //! replica; a placed room never moves while its node is Ready. Caveat: capacity freed by a
@@ -226,7 +228,7 @@ impl Placer {
                 .unwrap_or_default();
             let views: Vec<_> = namespace_nodes
                 .iter()
-                .filter_map(|n| node_view(n, &ledger, Some(&uid), now, self.config.failover_grace))
+                .filter_map(|n| node_view(n, &ledger, now, self.config.failover_grace))
                 .collect();
             match decide(&views, &request, current.as_ref(), self.config.strategy) {
                 Decision::Stay => {
@@ -307,9 +309,10 @@ impl Placer {
         moved_from: Option<(String, MoveReason)>,
     ) {
         let node_key: NodeKey = (key.0.clone(), to.node.clone());
-        // A room counts on one node only: drop any older entry (a failed write, the node it
-        // is leaving) before reserving the new one.
-        ledger.forget_room(uid);
+        // Older entries of this room elsewhere (the node it leaves, a write that failed, or a
+        // placement by another replica this one has not seen yet) keep counting until they
+        // expire or the room's status shows where it is: dropping them here could let this
+        // batch fill a node that really holds the room.
         ledger.reserve(node_key.clone(), uid, room.spec.max_participants);
         node_writes.entry(node_key).or_default().push(Planned {
             room,
@@ -360,6 +363,11 @@ impl Placer {
                 });
             }
             let store_rv = node.resource_version().unwrap_or_default();
+            tracing::debug!(
+                namespace = %key.0, node = %key.1, resource_version = %store_rv,
+                reservations = reservations.len(), new = planned.len(), participants = load.participants,
+                "reserving slots"
+            );
             let patch = json!({
                 "metadata": {"resourceVersion": store_rv},
                 "status": {

@@ -50,16 +50,15 @@ pub fn node_health(node: &SfuNode, now: Timestamp, grace: Duration) -> Health {
     }
 }
 
-/// The NodeView of one SfuNode, with its load from the ledger (leaving out `deciding_room`).
+/// The NodeView of one SfuNode, with its load from the ledger.
 pub fn node_view(
     node: &SfuNode,
     ledger: &Ledger,
-    deciding_room: Option<&str>,
     now: Timestamp,
     grace: Duration,
 ) -> Option<NodeView> {
     let key = node_key(node)?;
-    let load = ledger.load_excluding(&key, deciding_room);
+    let load = ledger.load(&key);
     Some(NodeView {
         name: key.1,
         region: node.spec.region.clone(),

@@ -5,13 +5,18 @@
 //! Everything here is test infrastructure. It starts real servers on loopback only and tears
 //! them down when the owning value is dropped, including when a test panics.
 
+pub mod binaries;
 pub mod control_plane;
+pub mod http;
+pub mod objects;
+pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod redis_server;
 pub mod tools;
 
 pub use control_plane::ControlPlane;
+pub use operator::{OperatorProcess, fast_args};
 pub use redis_server::RedisServer;
 
 use std::path::PathBuf;

@@ -2,6 +2,9 @@
 //! the field named, printer columns and `kubectl explain` work, and a kube-rs client can list,
 //! watch and patch the status of both kinds.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use futures::StreamExt;

@@ -1,6 +1,9 @@
 //! The test harness itself: servers start, answer, and leave no process behind, even when the
 //! test that owns them panics.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Property tests of the placement rules, each checked against a brute-force reading of the
 //! rule over random clusters.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;

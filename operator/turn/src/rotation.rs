@@ -61,7 +61,9 @@
 //!
 //! - Rotation is not revocation: a forced rotation stops minting with the old secret, but it
 //!   stays valid for the overlap. If a `previous` is still inside its overlap, the promotion
-//!   waits for it, so a forced rotation can take up to `credential_ttl + margin`.
+//!   waits for it, so a forced rotation can take up to `credential_ttl + margin`, or twice
+//!   that when a `next` staged before the request has to be promoted first (a secret staged
+//!   earlier does not answer a request: the request may be about a leak of the Secret).
 //! - When rotations are due more often than `credential_ttl + margin`, they happen every
 //!   `credential_ttl + margin` instead.
 //! - If the Secret disappears, the next plan initializes a new secret and the old ones are
@@ -269,14 +271,15 @@ impl RotationState {
         } else {
             None
         };
-        let rotate_request_handled = match data.get(keys::ROTATE_REQUEST_HANDLED) {
-            None => None,
-            Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
-                RotationError::InvalidUtf8 {
-                    key: keys::ROTATE_REQUEST_HANDLED,
-                }
-            })?),
-        };
+        let rotate_request_handled =
+            match data.get(keys::ROTATE_REQUEST_HANDLED) {
+                None => None,
+                Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
+                    RotationError::InvalidUtf8 {
+                        key: keys::ROTATE_REQUEST_HANDLED,
+                    }
+                })?),
+            };
         let state = Self {
             current,
             previous,
@@ -748,8 +751,7 @@ mod tests {
     #[test]
     fn rotate_request_stages_next_early_and_is_recorded() {
         let state = steady();
-        let Step::StageNext { state: staged } =
-            step(Some(&state), 10, Some("r1"), &held(&state))
+        let Step::StageNext { state: staged } = step(Some(&state), 10, Some("r1"), &held(&state))
         else {
             panic!("expected StageNext");
         };
@@ -874,8 +876,7 @@ mod tests {
     #[test]
     fn request_during_overlap_stages_but_does_not_promote() {
         let state = after_promotion();
-        let Step::StageNext { state: staged } =
-            step(Some(&state), 2100, Some("r2"), &held(&state))
+        let Step::StageNext { state: staged } = step(Some(&state), 2100, Some("r2"), &held(&state))
         else {
             panic!("expected StageNext");
         };
@@ -1006,7 +1007,10 @@ mod tests {
 
     #[test]
     fn empty_or_foreign_secret_data_is_no_state() {
-        assert_eq!(RotationState::from_secret_data(&BTreeMap::new()).unwrap(), None);
+        assert_eq!(
+            RotationState::from_secret_data(&BTreeMap::new()).unwrap(),
+            None
+        );
         let foreign = BTreeMap::from([("ca.crt".to_owned(), b"x".to_vec())]);
         assert_eq!(RotationState::from_secret_data(&foreign).unwrap(), None);
     }

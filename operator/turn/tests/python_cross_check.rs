@@ -1,6 +1,9 @@
 //! Cross-checks minted credentials against Python's hmac/hashlib/base64, an implementation
 //! that shares no code with ours. Needs `python3` on PATH and fails loudly without it.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
@@ -52,7 +55,7 @@ fn cases() -> Vec<Case> {
         'a', 'z', 'A', 'Z', '0', '9', '-', '_', '.', '/', '@', ' ', '+', '=', 'é', 'ß', '日', '本',
         '🙂',
     ];
-    let mut rng = Rng(0x5eed_7u64);
+    let mut rng = Rng(0x5eed_cafe);
     (0..50)
         .map(|i| {
             let secret = if i % 2 == 0 {

@@ -1,0 +1,39 @@
+//! Switchboard's own binaries, built on demand so a test can run them as real processes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::{HarnessError, Result, repo_root};
+
+/// Builds (if needed) and returns the path of a workspace binary, e.g. `switchboard-operator`.
+/// `cargo build` is a no-op when the binary is up to date.
+pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .map_err(|_| HarnessError::Build("binary cache poisoned".into()))?;
+    let cache = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = cache.get(bin) {
+        return Ok(path.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(repo_root())
+        .output()
+        .map_err(HarnessError::io(format!("run {cargo} build")))?;
+    if !output.status.success() {
+        return Err(HarnessError::Build(format!(
+            "cargo build -p {package} --bin {bin} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug").join(bin);
+    cache.insert(bin.to_owned(), path.clone());
+    Ok(path)
+}
