@@ -8,10 +8,12 @@ started=$(date +%s)
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Debian packages the tests start for real: redis-server; setpriv (util-linux) ties test
-# servers' lifetime to the test that started them.
+# Debian packages the tests start for real: redis-server; coturn (turnserver and
+# turnutils_uclient); setpriv (util-linux) ties test servers' lifetime to the test that
+# started them.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
@@ -22,10 +24,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The package starts a system Redis; the tests start their own on free ports.
-  if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
+  # The packages may start a system Redis and coturn; the tests start their own on free ports.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server coturn >/dev/null 2>&1 || true; fi
 fi
 command -v go >/dev/null 2>&1 || { echo "tests/run.sh: Go is needed to build the test control plane" >&2; exit 1; }
+# PyJWT mints tokens independently of our code for the signaling cross-check.
+if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
+  say "installing PyJWT for the token cross-check"
+  python3 -m pip install --quiet --disable-pip-version-check pyjwt cryptography
+fi
 
 say "control plane (etcd, kube-apiserver, kubectl)"
 cp_start=$(date +%s)

@@ -18,6 +18,8 @@ pub struct Args {
     #[command(flatten)]
     pub leader: LeaderArgs,
     #[command(flatten)]
+    pub turn: TurnArgs,
+    #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -95,6 +97,71 @@ pub struct LeaderArgs {
     pub identity: Option<String>,
 }
 
+/// TURN shared-secret rotation (see `docs/turn.md`). Off unless `--turn-secret-name` is set.
+///
+/// Durations take humantime syntax (`24h`, `90s`) and must be whole seconds: the rotation
+/// state stores unix seconds.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TurnArgs {
+    /// Name of the Secret, in `--namespace`, that the operator owns and keeps the TURN shared
+    /// secrets in. Signaling mounts it and mints credentials with its `current` key.
+    #[arg(long = "turn-secret-name", env = "SWITCHBOARD_TURN_SECRET_NAME")]
+    pub secret_name: Option<String>,
+
+    /// The TURN realm (coturn's `realm`); names the Redis set `turn/realm/<realm>/secret`.
+    /// Required with `--turn-redis-url`.
+    #[arg(long = "turn-realm", env = "SWITCHBOARD_TURN_REALM")]
+    pub realm: Option<String>,
+
+    /// Rotate the secret once it has been current this long.
+    #[arg(
+        long = "turn-rotation-interval",
+        env = "SWITCHBOARD_TURN_ROTATION_INTERVAL",
+        default_value = "24h",
+        value_parser = parse_whole_seconds
+    )]
+    pub rotation_interval: Duration,
+
+    /// The longest lifetime of a credential signaling may mint. A retired secret stays valid
+    /// this long plus the propagation margin.
+    #[arg(
+        long = "turn-credential-ttl",
+        env = "SWITCHBOARD_TURN_CREDENTIAL_TTL",
+        default_value = "1h",
+        value_parser = parse_whole_seconds
+    )]
+    pub credential_ttl: Duration,
+
+    /// How late a signaling pod may see a new `current` (the kubelet's Secret volume sync,
+    /// 60-90 s by default) plus the operator's own latency.
+    #[arg(
+        long = "turn-propagation-margin",
+        env = "SWITCHBOARD_TURN_PROPAGATION_MARGIN",
+        default_value = "120s",
+        value_parser = parse_whole_seconds
+    )]
+    pub propagation_margin: Duration,
+
+    /// coturn Redis user databases (`redis://[:password@]host:port/db`) to keep the set of
+    /// valid secrets in, one per TURN server group; repeat the flag or separate with commas.
+    /// Without any, the TURN servers must get the secrets some other way.
+    #[arg(
+        long = "turn-redis-url",
+        env = "SWITCHBOARD_TURN_REDIS_URLS",
+        value_delimiter = ','
+    )]
+    pub redis_urls: Vec<String>,
+}
+
+/// A humantime duration that is a whole number of seconds.
+fn parse_whole_seconds(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?} is not a whole number of seconds"));
+    }
+    Ok(duration)
+}
+
 /// The HTTP endpoint for metrics and probes.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct HttpArgs {
@@ -152,5 +219,41 @@ mod tests {
         let bad =
             Args::try_parse_from(["switchboard-operator", "--strategy", "Random"]).unwrap_err();
         assert!(bad.to_string().contains("unknown strategy"), "{bad}");
+    }
+
+    #[test]
+    fn turn_rotation_is_off_by_default_with_documented_defaults() {
+        let args = Args::try_parse_from(["switchboard-operator"]).unwrap();
+        assert_eq!(args.turn.secret_name, None);
+        assert_eq!(args.turn.rotation_interval, Duration::from_secs(24 * 3600));
+        assert_eq!(args.turn.credential_ttl, Duration::from_secs(3600));
+        assert_eq!(args.turn.propagation_margin, Duration::from_secs(120));
+        assert!(args.turn.redis_urls.is_empty());
+    }
+
+    #[test]
+    fn turn_durations_go_down_to_seconds_and_urls_split_on_commas() {
+        let args = Args::try_parse_from([
+            "switchboard-operator",
+            "--turn-secret-name=turn",
+            "--turn-realm=example.org",
+            "--turn-rotation-interval=3s",
+            "--turn-credential-ttl=4s",
+            "--turn-propagation-margin=0s",
+            "--turn-redis-url=redis://a:6379/0,redis://b:6379/0",
+            "--turn-redis-url=redis://c:6379/0",
+        ])
+        .unwrap();
+        assert_eq!(args.turn.rotation_interval, Duration::from_secs(3));
+        assert_eq!(args.turn.credential_ttl, Duration::from_secs(4));
+        assert_eq!(args.turn.propagation_margin, Duration::ZERO);
+        assert_eq!(args.turn.redis_urls.len(), 3);
+    }
+
+    #[test]
+    fn turn_durations_must_be_whole_seconds() {
+        let bad = Args::try_parse_from(["switchboard-operator", "--turn-credential-ttl=1500ms"])
+            .unwrap_err();
+        assert!(bad.to_string().contains("whole number of seconds"), "{bad}");
     }
 }

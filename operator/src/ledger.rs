@@ -144,14 +144,16 @@ impl Ledger {
     }
 
     /// Records a new reservation made during a batch, so later rooms in the same batch see it.
-    pub fn reserve(&mut self, node: NodeKey, room_uid: &str, participants: u32) {
+    /// Returns false when the room already counted on that node (so its load did not grow).
+    pub fn reserve(&mut self, node: NodeKey, room_uid: &str, participants: u32) -> bool {
         self.books
             .entry(node)
             .or_default()
-            .insert(room_uid.to_owned(), participants);
+            .insert(room_uid.to_owned(), participants)
+            .is_none()
     }
 
-    /// True when any room (other than those listed) still counts on the node.
+    /// True when any room still counts on the node.
     pub fn has_rooms(&self, node: &NodeKey) -> bool {
         self.books.get(node).is_some_and(|b| !b.is_empty())
     }

@@ -7,6 +7,7 @@
 //! - [`placer`]: the one writer of placements (decisions come from `switchboard-placement`).
 //! - [`nodes`]: node health, `allocated`, the drain finalizer, and waking the placer.
 //! - [`lifetime`]: deleting rooms that stayed empty past `emptyTimeoutSeconds`.
+//! - [`turn`]: TURN shared-secret rotation, when `--turn-secret-name` is set.
 //!
 //! Pure parts (no client, no clock): [`ledger`], [`health`], [`views`], and the placement
 //! crate itself.
@@ -22,6 +23,7 @@ pub mod placer;
 pub mod probe;
 pub mod queue;
 pub mod telemetry;
+pub mod turn;
 pub mod views;
 
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Turn(#[from] turn::TurnError),
     #[error("a background task ended unexpectedly: {0}")]
     TaskEnded(&'static str),
 }
@@ -90,6 +94,8 @@ pub async fn run(args: Args) -> Result<()> {
     {
         return Err(Error::TlsProvider);
     }
+    // Bad rotation options stop the operator before it does anything.
+    let turn_config = turn::TurnConfig::from_args(&args)?;
     let client = Client::try_default().await.map_err(Error::Client)?;
     let metrics = Arc::new(Metrics::new());
     let http_state = Arc::new(HttpState {
@@ -227,6 +233,7 @@ pub async fn run(args: Args) -> Result<()> {
                     &args,
                     &placer_config,
                     prober.clone(),
+                    turn_config.as_ref(),
                 ));
             }
             (false, true) => {
@@ -259,6 +266,7 @@ fn start_reconcilers(
     args: &Args,
     placer_config: &PlacerConfig,
     prober: Arc<Prober>,
+    turn_config: Option<&turn::TurnConfig>,
 ) -> JoinSet<&'static str> {
     let mut set = JoinSet::new();
     let placer = Placer::new(
@@ -299,6 +307,21 @@ fn start_reconcilers(
         lifetime::run(client, rooms, events, Duration::from_secs(1)).await;
         "room lifetime"
     });
+    if let Some(config) = turn_config {
+        let rotator = turn::TurnRotator::new(
+            shared.client.clone(),
+            config.clone(),
+            shared.metrics.clone(),
+            shared.events.clone(),
+        );
+        set.spawn(async move {
+            match rotator {
+                Ok(rotator) => rotator.run().await,
+                Err(error) => tracing::error!(%error, "cannot start TURN secret rotation"),
+            }
+            "TURN secret rotation"
+        });
+    }
     // Rooms deleted while we were not leading may have freed capacity.
     shared.queue.push_many(waiting_rooms(&shared.rooms, None));
     set

@@ -28,6 +28,12 @@ pub struct NodeLabel {
     pub node: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// An error's `metric_label()`.
+    pub error: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub placements: Family<ResultLabel, Counter>,
@@ -38,6 +44,11 @@ pub struct Metrics {
     pub node_participants: Family<NodeLabel, Gauge>,
     pub failovers: Counter,
     pub is_leader: Gauge,
+    /// Seconds since the TURN secret signaling mints with became current.
+    pub turn_secret_age: Gauge,
+    /// TURN secret promotions (a new secret became current) done by this replica.
+    pub turn_rotations: Counter,
+    pub turn_rotation_errors: Family<ErrorLabel, Counter>,
     registry: Registry,
 }
 
@@ -80,6 +91,24 @@ impl Metrics {
             "1 while this replica reconciles",
             is_leader.clone(),
         );
+        let turn_secret_age = Gauge::default();
+        registry.register(
+            "turn_secret_age_seconds",
+            "Seconds since the current TURN shared secret became current",
+            turn_secret_age.clone(),
+        );
+        let turn_rotations = Counter::default();
+        registry.register(
+            "turn_rotations",
+            "TURN shared secrets promoted to current",
+            turn_rotations.clone(),
+        );
+        let turn_rotation_errors = Family::<ErrorLabel, Counter>::default();
+        registry.register(
+            "turn_rotation_errors",
+            "Failed TURN rotation reconciles by error",
+            turn_rotation_errors.clone(),
+        );
         Metrics {
             placements,
             placement_latency,
@@ -87,6 +116,9 @@ impl Metrics {
             node_participants,
             failovers,
             is_leader,
+            turn_secret_age,
+            turn_rotations,
+            turn_rotation_errors,
             registry,
         }
     }

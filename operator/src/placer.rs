@@ -35,7 +35,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use switchboard_crds::{Room, RoomPhase, SfuNode, SlotReservation, conditions};
 use switchboard_placement::{
-    CurrentPlacement, Decision, MoveReason, NoFit, Placement, Strategy, decide,
+    CurrentPlacement, Decision, MoveReason, NoFit, NodeView, Placement, PlacementIndex, Strategy,
+    decide,
 };
 
 use crate::events::EventSink;
@@ -176,15 +177,21 @@ impl Placer {
             now,
         );
 
-        let mut by_namespace: HashMap<String, Vec<Arc<SfuNode>>> = HashMap::new();
+        // One placement index per namespace, built once per batch from the ledger and kept
+        // current as this batch reserves slots.
+        let mut by_namespace: HashMap<String, Vec<NodeView>> = HashMap::new();
         for node in &nodes {
-            if let Some(ns) = &node.metadata.namespace {
-                by_namespace
-                    .entry(ns.clone())
-                    .or_default()
-                    .push(node.clone());
+            if let (Some(ns), Some(view)) = (
+                &node.metadata.namespace,
+                node_view(node, &ledger, now, self.config.failover_grace),
+            ) {
+                by_namespace.entry(ns.clone()).or_default().push(view);
             }
         }
+        let mut indexes: HashMap<String, PlacementIndex> = by_namespace
+            .into_iter()
+            .map(|(ns, views)| (ns, PlacementIndex::new(views)))
+            .collect();
 
         let mut node_writes: HashMap<NodeKey, Vec<Planned>> = HashMap::new();
         let mut status_writes = Vec::new();
@@ -222,24 +229,30 @@ impl Placer {
                 }
                 _ => None,
             };
-            let namespace_nodes = by_namespace
-                .get(&key.0)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let views: Vec<_> = namespace_nodes
-                .iter()
-                .filter_map(|n| node_view(n, &ledger, now, self.config.failover_grace))
-                .collect();
-            match decide(&views, &request, current.as_ref(), self.config.strategy) {
+            let decision = match indexes.get(&key.0) {
+                Some(index) => index.decide(&request, current.as_ref(), self.config.strategy),
+                None => decide(&[], &request, current.as_ref(), self.config.strategy),
+            };
+            match decision {
                 Decision::Stay => {
                     self.queue.finish(&key);
                 }
                 Decision::Place(to) => {
-                    self.plan(&mut ledger, &mut node_writes, room, key, &uid, to, None);
+                    self.plan(
+                        &mut ledger,
+                        &mut indexes,
+                        &mut node_writes,
+                        room,
+                        key,
+                        &uid,
+                        to,
+                        None,
+                    );
                 }
                 Decision::Move { from, reason, to } => {
                     self.plan(
                         &mut ledger,
+                        &mut indexes,
                         &mut node_writes,
                         room,
                         key,
@@ -301,6 +314,7 @@ impl Placer {
     fn plan(
         &self,
         ledger: &mut Ledger,
+        indexes: &mut HashMap<String, PlacementIndex>,
         node_writes: &mut HashMap<NodeKey, Vec<Planned>>,
         room: Arc<Room>,
         key: RoomKey,
@@ -313,7 +327,11 @@ impl Placer {
         // placement by another replica this one has not seen yet) keep counting until they
         // expire or the room's status shows where it is: dropping them here could let this
         // batch fill a node that really holds the room.
-        ledger.reserve(node_key.clone(), uid, room.spec.max_participants);
+        if ledger.reserve(node_key.clone(), uid, room.spec.max_participants)
+            && let Some(index) = indexes.get_mut(&key.0)
+        {
+            index.reserve(&to.node, room.spec.max_participants);
+        }
         node_writes.entry(node_key).or_default().push(Planned {
             room,
             key,

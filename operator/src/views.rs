@@ -29,8 +29,8 @@ pub fn node_key(node: &SfuNode) -> Option<NodeKey> {
 }
 
 /// Health as placement needs it: Ready, NotReady within the grace period (Suspect), or
-/// NotReady past it (Failed). A node the operator has not admitted yet is Suspect: no rooms go
-/// there, but none leave because of it either.
+/// NotReady past it (Failed). A node with a health check or heartbeat that has not been
+/// evaluated yet is Suspect: no rooms go there, but none leave because of it either.
 pub fn node_health(node: &SfuNode, now: Timestamp, grace: Duration) -> Health {
     let ready = node
         .status
@@ -45,6 +45,12 @@ pub fn node_health(node: &SfuNode, now: Timestamp, grace: Duration) -> Health {
             } else {
                 Health::Suspect
             }
+        }
+        // Not evaluated yet. A node with no health signal is Ready once admitted, and seeing
+        // it here admits it; waiting for the node loop's first status write would only mark
+        // rooms Unschedulable for a moment.
+        _ if node.spec.health_check.is_none() && node.spec.heartbeat_timeout_seconds.is_none() => {
+            Health::Ready
         }
         _ => Health::Suspect,
     }
@@ -110,4 +116,57 @@ pub fn room_request(room: &Room) -> Result<RoomRequest, InvalidRoom> {
         },
         selector: room.spec.sfu_selector.as_ref().map(selector).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(extra: serde_json::Value, ready: Option<(&str, i64)>) -> SfuNode {
+        let mut spec = json!({"url": "wss://x", "region": "eu", "capacity": {"participants": 10}});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let status = ready.map(|(status, at)| {
+            json!({"conditions": [{"type": "Ready", "status": status, "reason": "R", "message": "",
+                                   "lastTransitionTime": Timestamp::from_second(at).unwrap().to_string()}]})
+        });
+        serde_json::from_value(
+            json!({"apiVersion": "switchboard.dev/v1alpha1", "kind": "SfuNode",
+            "metadata": {"name": "n", "namespace": "ns"}, "spec": spec, "status": status}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn health_follows_the_ready_condition_and_the_grace_period() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let grace = Duration::from_secs(10);
+        assert_eq!(
+            node_health(&node(json!({}), Some(("True", 0))), now, grace),
+            Health::Ready
+        );
+        assert_eq!(
+            node_health(&node(json!({}), Some(("False", 995))), now, grace),
+            Health::Suspect
+        );
+        assert_eq!(
+            node_health(&node(json!({}), Some(("False", 990))), now, grace),
+            Health::Failed
+        );
+        // Never evaluated: ready only when there is nothing to evaluate.
+        assert_eq!(
+            node_health(&node(json!({}), None), now, grace),
+            Health::Ready
+        );
+        assert_eq!(
+            node_health(
+                &node(json!({"heartbeatTimeoutSeconds": 5}), None),
+                now,
+                grace
+            ),
+            Health::Suspect
+        );
+    }
 }

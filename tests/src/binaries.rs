@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use crate::{HarnessError, Result, repo_root};
 
 /// Builds (if needed) and returns the path of a workspace binary, e.g. `switchboard-operator`.
-/// `cargo build` is a no-op when the binary is up to date.
+/// `cargo build` is a no-op when the binary is up to date. Tests use the debug build;
+/// benchmarks set `SWITCHBOARD_BIN_PROFILE=release`.
 pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT
@@ -19,8 +20,13 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
         return Ok(path.clone());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let release = std::env::var("SWITCHBOARD_BIN_PROFILE").is_ok_and(|p| p == "release");
+    let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
+    if release {
+        args.push("--release");
+    }
     let output = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(&args)
         .current_dir(repo_root())
         .output()
         .map_err(HarnessError::io(format!("run {cargo} build")))?;
@@ -33,7 +39,9 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("debug").join(bin);
+    let path = target
+        .join(if release { "release" } else { "debug" })
+        .join(bin);
     cache.insert(bin.to_owned(), path.clone());
     Ok(path)
 }

@@ -1,21 +1,25 @@
 //! The harness behind Switchboard's integration tests: a real Kubernetes control plane (etcd
-//! and kube-apiserver run as local processes, envtest-style), `redis-server`, and the plumbing
-//! they share (free loopback ports, child processes that die with the test).
+//! and kube-apiserver run as local processes, envtest-style), `redis-server`, coturn with its
+//! `turnutils_uclient`, and the plumbing they share (free loopback ports, child processes
+//! that die with the test).
 //!
 //! Everything here is test infrastructure. It starts real servers on loopback only and tears
 //! them down when the owning value is dropped, including when a test panics.
 
 pub mod binaries;
 pub mod control_plane;
+pub mod coturn;
 pub mod http;
 pub mod objects;
 pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod redis_server;
+pub mod signaling;
 pub mod tools;
 
 pub use control_plane::ControlPlane;
+pub use coturn::Coturn;
 pub use operator::{OperatorProcess, fast_args};
 pub use redis_server::RedisServer;
 

@@ -60,6 +60,15 @@ pub fn decide(
     current: Option<&CurrentPlacement>,
     strategy: Strategy,
 ) -> Decision {
+    decide_with(nodes, current, || place(nodes, room, strategy))
+}
+
+/// The stickiness rules around any way of placing (the full scan or the index).
+pub(crate) fn decide_with(
+    nodes: &[NodeView],
+    current: Option<&CurrentPlacement>,
+    place: impl FnOnce() -> Result<Placement, NoFit>,
+) -> Decision {
     let displaced = match current {
         None => None,
         Some(current) => match nodes.iter().find(|n| n.name == current.node) {
@@ -71,7 +80,7 @@ pub fn decide(
             Some(_) => return Decision::Stay,
         },
     };
-    match (place(nodes, room, strategy), displaced) {
+    match (place(), displaced) {
         (Ok(to), None) => Decision::Place(to),
         (Ok(to), Some((from, reason))) => Decision::Move { from, reason, to },
         (Err(no_fit), displaced) => Decision::Unschedulable { no_fit, displaced },

@@ -18,10 +18,12 @@
 //!   `Required` never leaves it. A label selector filters nodes first.
 
 mod decide;
+mod index;
 mod select;
 mod selector;
 
 pub use decide::{CurrentPlacement, Decision, MoveReason, decide};
+pub use index::PlacementIndex;
 pub use select::{NoFit, NoFitReason, Placement, place};
 pub use selector::{LabelSelector, Requirement, SelectorError, SelectorOperator};
 

@@ -117,15 +117,42 @@ fn stable_hash(room: &str, node: &str) -> u64 {
     hash
 }
 
+/// What the ordering of candidates looks at, so the full scan ([`place`]) and the index
+/// ([`crate::PlacementIndex`]) share one definition of "better".
+#[derive(Clone, Copy)]
+pub(crate) struct Standing<'a> {
+    pub allocated: u32,
+    pub capacity: u32,
+    pub rooms: u32,
+    pub name: &'a str,
+}
+
+impl<'a> From<&'a NodeView> for Standing<'a> {
+    fn from(n: &'a NodeView) -> Self {
+        Standing {
+            allocated: n.allocated,
+            capacity: n.capacity,
+            rooms: n.rooms,
+            name: &n.name,
+        }
+    }
+}
+
 /// Compares utilization after placement exactly, as fractions, so no float rounding can make
 /// the choice differ between machines.
-fn utilization_after(a: &NodeView, b: &NodeView, request: u32) -> Ordering {
+fn utilization_after(a: Standing<'_>, b: Standing<'_>, request: u32) -> Ordering {
     let a_used = u128::from(a.allocated) + u128::from(request);
     let b_used = u128::from(b.allocated) + u128::from(request);
     (a_used * u128::from(b.capacity)).cmp(&(b_used * u128::from(a.capacity)))
 }
 
-fn better(strategy: Strategy, room: &RoomRequest, a: &NodeView, b: &NodeView) -> Ordering {
+/// `Less` when `a` is the better choice for this room.
+pub(crate) fn compare(
+    strategy: Strategy,
+    room: &RoomRequest,
+    a: Standing<'_>,
+    b: Standing<'_>,
+) -> Ordering {
     let load = match strategy {
         Strategy::LeastLoaded => utilization_after(a, b, room.participants),
         Strategy::Packed => utilization_after(b, a, room.participants),
@@ -135,8 +162,12 @@ fn better(strategy: Strategy, room: &RoomRequest, a: &NodeView, b: &NodeView) ->
         Strategy::Packed => b.rooms.cmp(&a.rooms),
     };
     load.then(rooms)
-        .then_with(|| stable_hash(&room.key, &a.name).cmp(&stable_hash(&room.key, &b.name)))
-        .then_with(|| a.name.cmp(&b.name))
+        .then_with(|| stable_hash(&room.key, a.name).cmp(&stable_hash(&room.key, b.name)))
+        .then_with(|| a.name.cmp(b.name))
+}
+
+fn better(strategy: Strategy, room: &RoomRequest, a: &NodeView, b: &NodeView) -> Ordering {
+    compare(strategy, room, a.into(), b.into())
 }
 
 fn pick_better<'a>(

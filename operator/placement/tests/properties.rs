@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use switchboard_placement::{
     CurrentPlacement, Decision, Health, LabelSelector, MoveReason, NoFitReason, NodeView,
-    RegionPolicy, RoomRequest, Strategy as Placer, decide, place,
+    PlacementIndex, RegionPolicy, RoomRequest, Strategy as Placer, decide, place,
 };
 
 const REGIONS: [&str; 3] = ["eu", "us", "ap"];
@@ -245,6 +245,24 @@ proptest! {
                 prop_assert!(nodes.iter().all(|n| !eligible(n, &room)));
             }
             other => prop_assert!(false, "unexpected {other:?}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// The index answers exactly as the full scan, also after reservations made through it.
+    #[test]
+    fn index_matches_full_scan(nodes in cluster(), rooms in prop::collection::vec(room_strategy(), 1..40), strategy in strategy_strategy()) {
+        let mut index = PlacementIndex::new(nodes);
+        for room in rooms {
+            let fast = index.place(&room, strategy);
+            let slow = place(index.nodes(), &room, strategy);
+            prop_assert_eq!(&fast, &slow);
+            if let Ok(p) = fast {
+                index.reserve(&p.node, room.participants);
+            }
         }
     }
 }

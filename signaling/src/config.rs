@@ -1,0 +1,160 @@
+//! Command-line and environment configuration of the signaling server and its tools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Switchboard's WebSocket signaling server.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-signaling", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve WebSocket signaling.
+    Serve(Box<ServeArgs>),
+    /// Mint a join token with an HS256 key, for testing and development.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve `/v1/ws`, `/healthz`, `/readyz` and `/metrics` on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub turn: TurnArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// `text` or `json` logs; levels from `RUST_LOG`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Join-token verification keys. Each key pins its algorithm; the token's header never
+/// chooses it.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// HS256 keys as `KID=SECRET` (the secret at least 32 bytes), comma separated.
+    #[arg(
+        long = "jwt-hs256",
+        env = "SWITCHBOARD_JWT_HS256",
+        value_delimiter = ','
+    )]
+    pub hs256: Vec<String>,
+    /// Public keys as `KID=ALG=PATH` with ALG one of RS256, ES256, EdDSA and PATH a PEM file,
+    /// comma separated.
+    #[arg(
+        long = "jwt-public-key",
+        env = "SWITCHBOARD_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub public_keys: Vec<String>,
+    /// Required `aud`, when set.
+    #[arg(long = "jwt-audience", env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Required `iss`, when set.
+    #[arg(long = "jwt-issuer", env = "SWITCHBOARD_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// The longest lifetime a join token may have.
+    #[arg(long = "jwt-max-lifetime", env = "SWITCHBOARD_JWT_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub max_lifetime: Duration,
+    /// Clock skew tolerated on `exp`.
+    #[arg(long = "jwt-leeway", env = "SWITCHBOARD_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub leeway: Duration,
+}
+
+/// ICE servers handed out in `joined`.
+#[derive(Debug, Clone, Args)]
+pub struct TurnArgs {
+    /// STUN/TURN URLs, comma separated (for example `turn:turn.example.com:3478`).
+    #[arg(long = "ice-urls", env = "SWITCHBOARD_ICE_URLS", value_delimiter = ',')]
+    pub ice_urls: Vec<String>,
+    /// A file holding the TURN shared secret (the `current` key of the operator's Secret,
+    /// mounted as a volume). Re-read when it changes, so a rotation is picked up.
+    #[arg(long = "turn-secret-file", env = "SWITCHBOARD_TURN_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Lifetime of minted TURN credentials; `iceServersRefresh` is sent before it ends.
+    #[arg(long = "turn-credential-ttl", env = "SWITCHBOARD_TURN_CREDENTIAL_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub credential_ttl: Duration,
+}
+
+/// Protection against bad or greedy clients.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest message accepted; larger frames close the connection with 1009.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Sustained messages per second allowed per connection.
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SECOND", default_value_t = 50.0)]
+    pub rate_per_second: f64,
+    /// Burst allowed above the sustained rate.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 100.0)]
+    pub rate_burst: f64,
+    /// Refused messages in a row after which a flooding connection is closed with 1008.
+    #[arg(long, env = "SWITCHBOARD_FLOOD_STRIKES", default_value_t = 50)]
+    pub flood_strikes: u32,
+    /// Outgoing messages queued per connection before it is dropped as a slow consumer.
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 256)]
+    pub send_queue: usize,
+    /// Interval of WebSocket pings.
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+    /// A connection silent (no message, no pong) this long is closed.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time allowed between connecting and `join`.
+    #[arg(long, env = "SWITCHBOARD_JOIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub join_timeout: Duration,
+    /// Participants per room when the Room sets no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DEFAULT_MAX_PARTICIPANTS",
+        default_value_t = 50
+    )]
+    pub default_max_participants: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub room: String,
+    #[arg(long)]
+    pub user: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The HS256 key as `KID=SECRET`; defaults to the first of SWITCHBOARD_JWT_HS256.
+    #[arg(long = "key", env = "SWITCHBOARD_JWT_HS256", value_delimiter = ',')]
+    pub keys: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,21 @@
+//! `switchboard-signaling`: the stateless WebSocket signaling server.
+//!
+//! This library holds the pure core the server is built on, with no sockets, clocks, Redis or
+//! Kubernetes in it, so every rule can be tested directly:
+//! - [`ids`]: room, participant and user ids, display names and region hints, validated once
+//!   at the edge because they end up in Redis keys and Kubernetes names;
+//! - [`protocol`]: the versioned JSON wire protocol (`docs/protocol.md` is its reference);
+//! - [`auth`]: join-token (JWT) verification, done before the WebSocket upgrade.
+//! - [`limits`]: the per-connection rate limit.
+//!
+//! The server around it: [`server`] (HTTP, upgrade, shutdown), [`session`] (one connection),
+//! [`hub`] (this process's rooms and the relay), [`config`] (command line).
+
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod ids;
+pub mod limits;
+pub mod protocol;
+pub mod server;
+pub mod session;

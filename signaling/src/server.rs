@@ -1,0 +1,229 @@
+//! The HTTP side: `/v1/ws` (join tokens checked before the upgrade), probes, metrics, and
+//! graceful shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::auth::{AuthConfig, AuthError, KeyAlgorithm};
+use crate::config::{AuthArgs, LimitArgs, ServeArgs, TurnArgs};
+use crate::hub::Hub;
+use crate::ids::RoomId;
+use crate::protocol::CloseCode;
+use crate::session;
+
+/// Everything a connection needs.
+pub struct AppState {
+    pub hub: Hub,
+    pub auth: AuthConfig,
+    pub turn: TurnArgs,
+    pub limits: LimitArgs,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("--jwt-hs256 entry {0:?}: expected KID=SECRET")]
+    BadHs256(String),
+    #[error("--jwt-public-key entry {0:?}: expected KID=ALG=PATH with ALG RS256, ES256 or EdDSA")]
+    BadPublicKey(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("join-token keys: {0}")]
+    Keys(#[from] crate::auth::KeyError),
+    #[error("no join-token key configured: set --jwt-hs256 or --jwt-public-key")]
+    NoKeys,
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds the token verifier from the command line.
+pub fn auth_config(args: &AuthArgs) -> Result<AuthConfig, ServerError> {
+    if args.hs256.is_empty() && args.public_keys.is_empty() {
+        return Err(ServerError::NoKeys);
+    }
+    let mut builder = AuthConfig::builder()
+        .max_lifetime(args.max_lifetime)
+        .leeway(args.leeway);
+    for entry in &args.hs256 {
+        let (kid, secret) = entry
+            .split_once('=')
+            .ok_or_else(|| ServerError::BadHs256(entry.clone()))?;
+        builder = builder.hs256_secret(kid, secret.as_bytes())?;
+    }
+    for entry in &args.public_keys {
+        let mut parts = entry.splitn(3, '=');
+        let (Some(kid), Some(alg), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ServerError::BadPublicKey(entry.clone()));
+        };
+        let alg = match alg {
+            "RS256" => KeyAlgorithm::Rs256,
+            "ES256" => KeyAlgorithm::Es256,
+            "EdDSA" => KeyAlgorithm::EdDsa,
+            _ => return Err(ServerError::BadPublicKey(entry.clone())),
+        };
+        let pem = std::fs::read(path).map_err(|source| ServerError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        builder = builder.public_key_pem(kid, alg, &pem)?;
+    }
+    if let Some(aud) = &args.audience {
+        builder = builder.audience(aud.clone());
+    }
+    if let Some(iss) = &args.issuer {
+        builder = builder.issuer(iss.clone());
+    }
+    Ok(builder.build()?)
+}
+
+fn unauthorized(error: &AuthError) -> Response {
+    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        error.to_json_body(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/ws`: verify the join token, then upgrade. A refused token gets its 401 before any
+/// WebSocket exists.
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let token = bearer
+        .or(query.get("access_token").map(String::as_str))
+        .unwrap_or("");
+    let requested_room = match query.get("room").map(|r| RoomId::parse(r)) {
+        None => None,
+        Some(Ok(room)) => Some(room),
+        Some(Err(error)) => {
+            let body =
+                serde_json::json!({"error": "bad_request", "message": format!("room: {error}")})
+                    .to_string();
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
+    };
+    let claims = match state
+        .auth
+        .verify(token, requested_room.as_ref(), SystemTime::now())
+    {
+        Ok(claims) => claims,
+        Err(error) => {
+            tracing::debug!(code = error.code(), "join token refused");
+            return unauthorized(&error);
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let limit = state.limits.max_message_bytes;
+    upgrade
+        // Small buffers: most signaling messages are a few hundred bytes, and the library's
+        // 128 KiB default per connection would dominate memory at high connection counts.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| session::run(socket, state, claims))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    format!(
+        "# HELP switchboard_signaling_connections Joined WebSocket connections in this process\n# TYPE switchboard_signaling_connections gauge\nswitchboard_signaling_connections {}\n",
+        state.hub.connections()
+    )
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/ws", get(websocket))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then tells every client to reconnect elsewhere and closes.
+pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
+    let auth = auth_config(&args.auth)?;
+    let state = Arc::new(AppState {
+        hub: Hub::default(),
+        auth,
+        turn: args.turn.clone(),
+        limits: args.limits.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    tracing::info!(addr = %args.listen, "serving signaling");
+    let hub = state.hub.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: asking clients to reconnect elsewhere");
+        hub.close_all(CloseCode::GoingAway);
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: args.listen,
+            source,
+        })
+}

@@ -1,0 +1,349 @@
+//! One WebSocket connection, from the upgrade to the close.
+//!
+//! A join, followed from the socket to the reply: [`run`] splits the socket into a writer task
+//! (draining the connection's bounded queue, sending pings) and the reader loop below. The
+//! reader checks each frame (size, UTF-8, text only), the rate limit, and parses it with
+//! [`crate::protocol::parse_client_message`]. A `join` goes to [`crate::hub::Hub::join`], which answers
+//! the others with `participantJoined`; the joiner gets `joined` with the participants, its
+//! ICE servers and resume token. Offers, answers and candidates go through [`crate::hub::Hub::relay`],
+//! which resolves `to` inside the sender's room only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::auth::JoinClaims;
+use crate::hub::{Member, Outbound, participant};
+use crate::ids::{ParticipantId, RoomId};
+use crate::limits::{Admit, TokenBucket};
+use crate::protocol::{
+    ClientMessage, CloseCode, ErrorCode, IceServer, LeaveReason, PROTOCOL_VERSION, ResumeToken,
+    ServerMessage, parse_client_message,
+};
+use crate::server::AppState;
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        // The OS RNG failing is not recoverable in a meaningful way; fall back to the clock so
+        // ids stay unique per process even then.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("{nanos:032x}");
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// ICE servers with fresh TURN credentials for `user`, or the plain URLs when no TURN secret
+/// is configured.
+pub fn ice_servers(state: &AppState, user: &str) -> Vec<IceServer> {
+    if state.turn.ice_urls.is_empty() {
+        return Vec::new();
+    }
+    let credential = state.turn.secret_file.as_ref().and_then(|path| {
+        let secret = std::fs::read_to_string(path).ok()?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        switchboard_turn::credentials::mint(
+            secret.trim().as_bytes(),
+            user,
+            now,
+            state.turn.credential_ttl.as_secs(),
+        )
+        .ok()
+    });
+    vec![IceServer {
+        urls: state.turn.ice_urls.clone(),
+        username: credential.as_ref().map(|c| c.username.clone()),
+        credential: credential.map(|c| c.password),
+    }]
+}
+
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: code.reason().into(),
+    }))
+}
+
+/// The close code for a receive error, judged by the WebSocket library's message.
+fn receive_error_close(error: &axum::Error) -> CloseCode {
+    let text = error.to_string();
+    if text.contains("too long") || text.contains("Space limit") {
+        CloseCode::MessageTooBig
+    } else if text.contains("UTF-8") || text.contains("utf-8") {
+        CloseCode::InvalidPayload
+    } else {
+        CloseCode::InternalError
+    }
+}
+
+struct Joined {
+    room: RoomId,
+    id: ParticipantId,
+}
+
+/// Runs a connection until it closes.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
+    let limits = state.limits.clone();
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(limits.send_queue.max(1));
+    let kill = Arc::new(tokio::sync::Notify::new());
+
+    // Writer: the only task that writes to the socket.
+    let writer_kill = kill.clone();
+    let ping_interval = limits.ping_interval;
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(ping_interval);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(Outbound::Text(text)) => {
+                        if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(code)) => {
+                        let _ = sink.send(close_message(code)).await;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = writer_kill.notified() => {
+                    // A slow consumer: its queue is full, so close it without waiting on it.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::PolicyViolation))).await;
+                    break;
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut bucket = TokenBucket::new(
+        limits.rate_per_second,
+        limits.rate_burst,
+        limits.flood_strikes,
+        Instant::now(),
+    );
+    let mut joined: Option<Joined> = None;
+    let join_deadline = tokio::time::Instant::now() + limits.join_timeout;
+    let mut last_seen = tokio::time::Instant::now();
+    let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.turn.credential_ttl);
+    let mut leave_reason = LeaveReason::ConnectionLost;
+    let reply = |message: ServerMessage| {
+        let _ = tx.try_send(Outbound::Text(message.to_json().into()));
+    };
+    let mut we_closed = false;
+    let mut close = |code: CloseCode| {
+        we_closed = true;
+        let _ = tx.try_send(Outbound::Close(code));
+    };
+
+    loop {
+        let idle_deadline = last_seen + limits.idle_timeout;
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = tokio::time::sleep_until(join_deadline), if joined.is_none() => {
+                close(CloseCode::JoinTimeout);
+                break;
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                close(CloseCode::PolicyViolation);
+                break;
+            }
+            _ = tokio::time::sleep_until(refresh_at), if joined.is_some() => {
+                // Fresh TURN credentials before the old ones expire: long calls keep working.
+                reply(ServerMessage::IceServersRefresh { ice_servers: ice_servers(&state, claims.user.as_str()) });
+                refresh_at = tokio::time::Instant::now() + refresh_delay(state.turn.credential_ttl);
+                continue;
+            }
+            _ = kill.notified() => break,
+        };
+        let Some(frame) = frame else { break };
+        last_seen = tokio::time::Instant::now();
+        let text = match frame {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Binary(_)) => {
+                close(CloseCode::UnsupportedData);
+                break;
+            }
+            Ok(Message::Close(_)) => {
+                leave_reason = LeaveReason::Left;
+                break;
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Err(error) => {
+                let code = receive_error_close(&error);
+                tracing::debug!(%error, close = code.code(), "receive error");
+                close(code);
+                break;
+            }
+        };
+        match bucket.admit(Instant::now()) {
+            Admit::Yes => {}
+            Admit::Refuse => {
+                reply(ServerMessage::error(
+                    ErrorCode::RateLimited,
+                    "too many messages; slow down",
+                    None,
+                ));
+                continue;
+            }
+            Admit::Close => {
+                close(CloseCode::PolicyViolation);
+                break;
+            }
+        }
+        let message = match parse_client_message(text.as_str()) {
+            Ok(message) => message,
+            Err(error) => {
+                reply(error.to_server_message());
+                continue;
+            }
+        };
+        let msg_ref = message.msg_ref().cloned();
+        match (message, &joined) {
+            (ClientMessage::Join { .. }, Some(_)) => {
+                reply(ServerMessage::error(
+                    ErrorCode::AlreadyJoined,
+                    "this connection has already joined",
+                    msg_ref,
+                ));
+            }
+            (ClientMessage::Join { .. }, None) => {
+                let Ok(id) = ParticipantId::parse(&format!("p-{}", random_hex(8))) else {
+                    break;
+                };
+                let me = participant(id.clone(), claims.user.clone(), claims.name.clone());
+                let mut member = Member::new(me, tx.clone());
+                member.kill = kill.clone();
+                match state.hub.join(
+                    &claims.room,
+                    member,
+                    Some(state.limits.default_max_participants),
+                ) {
+                    Err(error) => {
+                        reply(ServerMessage::error(
+                            ErrorCode::RoomFull,
+                            error.to_string(),
+                            msg_ref,
+                        ));
+                    }
+                    Ok(outcome) => {
+                        let Ok(resume_token) =
+                            ResumeToken::parse(&format!("rt1.{}", random_hex(16)))
+                        else {
+                            break;
+                        };
+                        reply(ServerMessage::Joined {
+                            v: PROTOCOL_VERSION,
+                            participant_id: id.clone(),
+                            room: claims.room.clone(),
+                            participants: outcome.participants,
+                            sfu: None,
+                            ice_servers: ice_servers(&state, claims.user.as_str()),
+                            resume_token,
+                            seq: 0,
+                            resumed: false,
+                            msg_ref,
+                        });
+                        tracing::debug!(room = %claims.room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), "joined");
+                        joined = Some(Joined {
+                            room: claims.room.clone(),
+                            id,
+                        });
+                    }
+                }
+            }
+            (_, None) => {
+                reply(ServerMessage::error(
+                    ErrorCode::NotJoined,
+                    "send join first",
+                    msg_ref,
+                ));
+            }
+            (ClientMessage::Offer { to, sdp, .. }, Some(j)) => {
+                let from = j.id.clone();
+                if state
+                    .hub
+                    .relay(&j.room, &to, |seq| ServerMessage::Offer { from, sdp, seq })
+                    .is_err()
+                {
+                    reply(unknown(&to, msg_ref));
+                }
+            }
+            (ClientMessage::Answer { to, sdp, .. }, Some(j)) => {
+                let from = j.id.clone();
+                if state
+                    .hub
+                    .relay(&j.room, &to, |seq| ServerMessage::Answer { from, sdp, seq })
+                    .is_err()
+                {
+                    reply(unknown(&to, msg_ref));
+                }
+            }
+            (ClientMessage::Candidate { to, candidate, .. }, Some(j)) => {
+                let from = j.id.clone();
+                if state
+                    .hub
+                    .relay(&j.room, &to, |seq| ServerMessage::Candidate {
+                        from,
+                        candidate,
+                        seq,
+                    })
+                    .is_err()
+                {
+                    reply(unknown(&to, msg_ref));
+                }
+            }
+            (ClientMessage::Leave { .. }, Some(_)) => {
+                leave_reason = LeaveReason::Left;
+                close(CloseCode::Normal);
+                break;
+            }
+            (ClientMessage::Ping { .. }, Some(_)) => reply(ServerMessage::Pong { msg_ref }),
+        }
+    }
+
+    if let Some(j) = joined {
+        state.hub.leave(&j.room, &j.id, leave_reason);
+    }
+    if we_closed {
+        // Finish the close handshake: read (and drop) what the client still sends until its
+        // Close arrives, so the socket is not reset under a close frame it has not read yet.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+fn unknown(to: &ParticipantId, msg_ref: Option<crate::protocol::MsgRef>) -> ServerMessage {
+    ServerMessage::error(
+        ErrorCode::UnknownParticipant,
+        format!("no participant {} in this room", to.as_str()),
+        msg_ref,
+    )
+}
+
+/// Refresh at 80% of the credential lifetime, so clients apply new credentials well before
+/// the old ones expire.
+fn refresh_delay(ttl: Duration) -> Duration {
+    (ttl * 4 / 5).max(Duration::from_secs(1))
+}

@@ -1,0 +1,220 @@
+//! The signaling binary run as a real process, and a small WebSocket client for tests.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use switchboard_signaling::auth::{Hs256Signer, MintClaims};
+use switchboard_signaling::ids::{RoomId, UserId};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::binaries::workspace_binary;
+use crate::http::get;
+use crate::process::ChildProcess;
+use crate::{HarnessError, Result, free_port};
+
+/// The HS256 key the test servers trust: `test=<secret>`.
+pub const TEST_KID: &str = "test";
+pub const TEST_SECRET: &str = "switchboard-test-secret-0123456789abcdef";
+
+/// A running `switchboard-signaling serve`.
+pub struct SignalingProcess {
+    process: ChildProcess,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl SignalingProcess {
+    /// Starts the server with the test key plus `args`, and waits for `/healthz`.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-signaling-")
+            .tempdir()
+            .map_err(HarnessError::io("create a signaling directory"))?;
+        let port = free_port()?;
+        let mut all = vec![
+            "serve".to_owned(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--jwt-hs256={TEST_KID}={TEST_SECRET}"),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut process = ChildProcess::spawn(
+            "switchboard-signaling",
+            &bin,
+            &all,
+            &[("RUST_LOG", "info,switchboard_signaling=debug")],
+            &dir.path().join("signaling.log"),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            process.check_running()?;
+            if get(port, "/healthz").is_ok_and(|(code, _)| code == 200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::NotReady {
+                    what: "switchboard-signaling",
+                    seconds: 20,
+                    log_tail: process.log_tail(15),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Ok(SignalingProcess {
+            process,
+            port,
+            _dir: dir,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `ws://127.0.0.1:<port>/v1/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+}
+
+impl Drop for SignalingProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- switchboard-signaling log ---\n{}",
+                self.process.log_tail(40)
+            );
+        }
+    }
+}
+
+/// A join token from the test key.
+pub fn token(user: &str, room: &str, ttl: Duration) -> String {
+    let signer =
+        Hs256Signer::new(Some(TEST_KID), TEST_SECRET.as_bytes()).unwrap_or_else(unreachable_key);
+    let claims = MintClaims::new(
+        UserId::parse(user).unwrap_or_else(unreachable_key),
+        RoomId::parse(room).unwrap_or_else(unreachable_key),
+        SystemTime::now(),
+        ttl,
+    );
+    signer.mint(&claims).unwrap_or_else(unreachable_key)
+}
+
+#[allow(clippy::panic)]
+fn unreachable_key<T>(error: impl std::fmt::Display) -> T {
+    panic!("test token: {error}")
+}
+
+/// A test client on one WebSocket.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a client's connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Closed(Option<u16>),
+    Error(String),
+}
+
+impl Client {
+    /// Connects with `?access_token=`.
+    pub async fn connect(url: &str, token: &str) -> std::result::Result<Client, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("{url}?access_token={token}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Client { ws })
+    }
+
+    /// Connects and joins; returns the client and its `joined` message.
+    pub async fn join(url: &str, token: &str) -> std::result::Result<(Client, Value), String> {
+        let mut client = Client::connect(url, token).await?;
+        client
+            .send_json(&serde_json::json!({"type": "join", "v": 1}))
+            .await?;
+        let joined = client.recv_type("joined").await?;
+        Ok((client, joined))
+    }
+
+    pub async fn send_text(&mut self, text: String) -> std::result::Result<(), String> {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn send_json(&mut self, value: &Value) -> std::result::Result<(), String> {
+        self.send_text(value.to_string()).await
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) -> std::result::Result<(), String> {
+        self.ws
+            .send(Message::Binary(data.into()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next JSON message, within 5 s.
+    pub async fn recv(&mut self) -> std::result::Result<Value, String> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .map_err(|_| "no message within 5s".to_owned())?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str()).map_err(|e| e.to_string());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(format!(
+                        "closed: {:?}",
+                        frame.map(|f: CloseFrame| u16::from(f.code))
+                    ));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("stream ended".into()),
+            }
+        }
+    }
+
+    /// Skips messages until one of type `kind`.
+    pub async fn recv_type(&mut self, kind: &str) -> std::result::Result<Value, String> {
+        for _ in 0..100 {
+            let message = self.recv().await?;
+            if message["type"] == kind {
+                return Ok(message);
+            }
+        }
+        Err(format!("no {kind} in 100 messages"))
+    }
+
+    /// Reads until the connection ends; returns the close code.
+    pub async fn until_closed(&mut self) -> Ended {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await {
+                Err(_) => return Ended::Error("still open after 10s".into()),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Ended::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Ended::Error(e.to_string()),
+                Ok(None) => return Ended::Closed(None),
+            }
+        }
+    }
+
+    /// Whether a message arrives within `wait`.
+    pub async fn quiet_for(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.ws.next()).await.is_err()
+    }
+}
