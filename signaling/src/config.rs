@@ -33,6 +33,8 @@ pub struct ServeArgs {
     pub turn: TurnArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// `text` or `json` logs; levels from `RUST_LOG`.
     #[arg(
         long,
@@ -131,6 +133,31 @@ pub struct LimitArgs {
         default_value_t = 50
     )]
     pub default_max_participants: u32,
+}
+
+/// Rooms and placement from Kubernetes. Without `--namespace`, rooms exist only while people
+/// are in them and `joined` carries no SFU.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Namespace of the Room objects; turns on the Kubernetes integration.
+    #[arg(long = "namespace", env = "SWITCHBOARD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Create a Room on the first join instead of answering `room_not_found`.
+    #[arg(long, env = "SWITCHBOARD_AUTO_CREATE")]
+    pub auto_create: bool,
+    /// `maxParticipants` of auto-created Rooms.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AUTO_CREATE_MAX_PARTICIPANTS",
+        default_value_t = 50
+    )]
+    pub auto_create_max_participants: u32,
+    /// `emptyTimeoutSeconds` of auto-created Rooms.
+    #[arg(long, env = "SWITCHBOARD_AUTO_CREATE_EMPTY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub auto_create_empty_timeout: Duration,
+    /// How long a join waits for the operator to place a new Room before `placement_timeout`.
+    #[arg(long, env = "SWITCHBOARD_PLACEMENT_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub placement_wait: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

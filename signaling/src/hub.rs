@@ -221,6 +221,18 @@ impl Hub {
             .unwrap_or(0)
     }
 
+    /// Participants per room in this process.
+    pub fn counts(&self) -> Vec<(RoomId, usize)> {
+        self.rooms
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, s)| (id.clone(), s.members.len()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Connections in this process.
     pub fn connections(&self) -> usize {
         self.rooms

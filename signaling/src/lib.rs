@@ -17,5 +17,6 @@ pub mod hub;
 pub mod ids;
 pub mod limits;
 pub mod protocol;
+pub mod rooms;
 pub mod server;
 pub mod session;

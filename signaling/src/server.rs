@@ -22,6 +22,8 @@ use crate::session;
 /// Everything a connection needs.
 pub struct AppState {
     pub hub: Hub,
+    /// Rooms and placement from Kubernetes, when `--namespace` is set.
+    pub rooms: Option<Arc<crate::rooms::RoomDirectory>>,
     pub auth: AuthConfig,
     pub turn: TurnArgs,
     pub limits: LimitArgs,
@@ -44,6 +46,8 @@ pub enum ServerError {
     Keys(#[from] crate::auth::KeyError),
     #[error("no join-token key configured: set --jwt-hs256 or --jwt-public-key")]
     NoKeys,
+    #[error("cannot connect to Kubernetes: {0}")]
+    Kube(#[source] kube::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -200,8 +204,30 @@ async fn shutdown_signal() {
 /// Serves until SIGTERM or Ctrl-C, then tells every client to reconnect elsewhere and closes.
 pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let auth = auth_config(&args.auth)?;
+    let hub = Hub::default();
+    let rooms = match &args.kube.namespace {
+        None => None,
+        Some(namespace) => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(ServerError::Kube)?;
+            let auto_create = args.kube.auto_create.then(|| crate::rooms::AutoCreate {
+                max_participants: args.kube.auto_create_max_participants,
+                empty_timeout_seconds: u32::try_from(args.kube.auto_create_empty_timeout.as_secs())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                placement_wait: args.kube.placement_wait,
+            });
+            let directory =
+                crate::rooms::RoomDirectory::start(client, namespace, auto_create, hub.clone())
+                    .await;
+            directory.wait_ready().await;
+            Some(directory)
+        }
+    };
     let state = Arc::new(AppState {
-        hub: Hub::default(),
+        hub,
+        rooms,
         auth,
         turn: args.turn.clone(),
         limits: args.limits.clone(),

@@ -23,6 +23,7 @@ use crate::protocol::{
     ClientMessage, CloseCode, ErrorCode, IceServer, LeaveReason, PROTOCOL_VERSION, ResumeToken,
     ServerMessage, parse_client_message,
 };
+use crate::rooms::ResolveError;
 use crate::server::AppState;
 
 fn random_hex(bytes: usize) -> String {
@@ -221,17 +222,33 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 ));
             }
             (ClientMessage::Join { .. }, None) => {
+                let (max, sfu) = match &state.rooms {
+                    None => (state.limits.default_max_participants, None),
+                    Some(rooms) => {
+                        match rooms.resolve(&claims.room, claims.region.as_ref()).await {
+                            Ok(info) => (info.max_participants, info.sfu),
+                            Err(error) => {
+                                let code = match &error {
+                                    ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
+                                    ResolveError::PlacementTimeout(_) => {
+                                        ErrorCode::PlacementTimeout
+                                    }
+                                    ResolveError::Create { .. } => ErrorCode::Internal,
+                                };
+                                tracing::debug!(%error, "join refused");
+                                reply(ServerMessage::error(code, error.to_string(), msg_ref));
+                                continue;
+                            }
+                        }
+                    }
+                };
                 let Ok(id) = ParticipantId::parse(&format!("p-{}", random_hex(8))) else {
                     break;
                 };
                 let me = participant(id.clone(), claims.user.clone(), claims.name.clone());
                 let mut member = Member::new(me, tx.clone());
                 member.kill = kill.clone();
-                match state.hub.join(
-                    &claims.room,
-                    member,
-                    Some(state.limits.default_max_participants),
-                ) {
+                match state.hub.join(&claims.room, member, Some(max)) {
                     Err(error) => {
                         reply(ServerMessage::error(
                             ErrorCode::RoomFull,
@@ -250,7 +267,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                             participant_id: id.clone(),
                             room: claims.room.clone(),
                             participants: outcome.participants,
-                            sfu: None,
+                            sfu,
                             ice_servers: ice_servers(&state, claims.user.as_str()),
                             resume_token,
                             seq: 0,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_signaling::auth::{Hs256Signer, MintClaims};
-use switchboard_signaling::ids::{RoomId, UserId};
+use switchboard_signaling::ids::{Region, RoomId, UserId};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,6 +31,11 @@ pub struct SignalingProcess {
 impl SignalingProcess {
     /// Starts the server with the test key plus `args`, and waits for `/healthz`.
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`SignalingProcess::start`], with extra environment (for example `KUBECONFIG`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
         let dir = tempfile::Builder::new()
             .prefix("switchboard-signaling-")
@@ -47,7 +52,7 @@ impl SignalingProcess {
             "switchboard-signaling",
             &bin,
             &all,
-            &[("RUST_LOG", "info,switchboard_signaling=debug")],
+            &[&[("RUST_LOG", "info,switchboard_signaling=debug")], env].concat(),
             &dir.path().join("signaling.log"),
         )?;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -99,14 +104,20 @@ impl Drop for SignalingProcess {
 
 /// A join token from the test key.
 pub fn token(user: &str, room: &str, ttl: Duration) -> String {
+    token_in_region(user, room, None, ttl)
+}
+
+/// A join token with a `region` hint.
+pub fn token_in_region(user: &str, room: &str, region: Option<&str>, ttl: Duration) -> String {
     let signer =
         Hs256Signer::new(Some(TEST_KID), TEST_SECRET.as_bytes()).unwrap_or_else(unreachable_key);
-    let claims = MintClaims::new(
+    let mut claims = MintClaims::new(
         UserId::parse(user).unwrap_or_else(unreachable_key),
         RoomId::parse(room).unwrap_or_else(unreachable_key),
         SystemTime::now(),
         ttl,
     );
+    claims.region = region.map(|r| Region::parse(r).unwrap_or_else(unreachable_key));
     signer.mint(&claims).unwrap_or_else(unreachable_key)
 }
 

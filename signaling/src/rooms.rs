@@ -1,0 +1,245 @@
+//! The Kubernetes side of signaling: which SFU a room is on, creating Rooms on first join,
+//! telling clients when the operator moves their room, and reporting participant counts.
+//!
+//! Placement comes from the operator through `Room.status`; signaling only reads it (from a
+//! reflector, so a join costs no API call) and, with auto-create on, creates the Room.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use switchboard_crds::{Room, RoomPhase, RoomSpec};
+
+use crate::hub::Hub;
+use crate::ids::{Region, RoomId};
+use crate::protocol::{ServerMessage, SfuInfo};
+
+/// Creating Rooms that do not exist yet.
+#[derive(Debug, Clone)]
+pub struct AutoCreate {
+    pub max_participants: u32,
+    pub empty_timeout_seconds: u32,
+    /// How long a join waits for the operator to place a new room.
+    pub placement_wait: Duration,
+}
+
+/// Why a room cannot be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("room {0} does not exist")]
+    NotFound(String),
+    #[error("room {0} was not placed on an SFU in time")]
+    PlacementTimeout(String),
+    #[error("cannot create room {room}: {source}")]
+    Create {
+        room: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What a join needs to know about its room.
+#[derive(Debug, Clone)]
+pub struct RoomInfo {
+    pub max_participants: u32,
+    pub sfu: Option<SfuInfo>,
+}
+
+pub struct RoomDirectory {
+    api: Api<Room>,
+    store: Store<Room>,
+    namespace: String,
+    auto_create: Option<AutoCreate>,
+}
+
+fn sfu_of(room: &Room) -> Option<SfuInfo> {
+    let status = room.status.as_ref()?;
+    if status.phase != Some(RoomPhase::Placed) {
+        return None;
+    }
+    Some(SfuInfo {
+        node: status.sfu_node.clone()?,
+        url: status.sfu_url.clone()?,
+    })
+}
+
+impl RoomDirectory {
+    /// Starts watching Rooms in `namespace`; also starts the tasks that tell clients about SFU
+    /// moves and report participant counts.
+    pub async fn start(
+        client: Client,
+        namespace: &str,
+        auto_create: Option<AutoCreate>,
+        hub: Hub,
+    ) -> Arc<Self> {
+        let api: Api<Room> = Api::namespaced(client, namespace);
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let notify_hub = hub.clone();
+        tokio::spawn(async move {
+            // The SFU each room was last seen on, to spot moves.
+            let mut known: HashMap<String, SfuInfo> = HashMap::new();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(room) = event else { continue };
+                let (Some(name), Some(sfu)) = (room.metadata.name.clone(), sfu_of(&room)) else {
+                    continue;
+                };
+                let before = known.insert(name.clone(), sfu.clone());
+                if before.is_some_and(|b| b != sfu)
+                    && let Some(id) = RoomId::from_kube_name(&name)
+                {
+                    tracing::info!(room = %id.as_str(), node = %sfu.node, "room moved; telling its clients");
+                    notify_hub.broadcast(&id, &ServerMessage::SfuReassigned { sfu });
+                }
+            }
+        });
+        let directory = Arc::new(RoomDirectory {
+            api,
+            store,
+            namespace: namespace.to_owned(),
+            auto_create,
+        });
+        tokio::spawn(report_participants(directory.clone(), hub));
+        directory
+    }
+
+    /// Waits until the first list of Rooms has arrived (for readiness).
+    pub async fn wait_ready(&self) {
+        let _ = self.store.wait_until_ready().await;
+    }
+
+    fn lookup(&self, room: &RoomId) -> Option<Arc<Room>> {
+        self.store
+            .get(&ObjectRef::new(&room.kube_name()).within(&self.namespace))
+    }
+
+    /// The room's limit and SFU. Creates the Room when allowed, and waits a bounded time for
+    /// the operator to place it.
+    pub async fn resolve(
+        &self,
+        room: &RoomId,
+        region: Option<&Region>,
+    ) -> Result<RoomInfo, ResolveError> {
+        let name = room.kube_name();
+        let existing = match self.lookup(room) {
+            Some(found) => Some(found),
+            // The watch may lag a room created a moment ago: ask the API before refusing.
+            None => self.api.get_opt(&name).await.ok().flatten().map(Arc::new),
+        };
+        let Some(auto) = &self.auto_create else {
+            let found = existing.ok_or_else(|| ResolveError::NotFound(room.as_str().to_owned()))?;
+            return Ok(RoomInfo {
+                max_participants: found.spec.max_participants,
+                sfu: sfu_of(&found),
+            });
+        };
+        if let Some(found) = &existing
+            && let Some(sfu) = sfu_of(found)
+        {
+            return Ok(RoomInfo {
+                max_participants: found.spec.max_participants,
+                sfu: Some(sfu),
+            });
+        }
+        if existing.is_none() {
+            let new_room = Room {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(
+                        [(
+                            "app.kubernetes.io/created-by".to_owned(),
+                            "switchboard-signaling".to_owned(),
+                        )]
+                        .into(),
+                    ),
+                    ..ObjectMeta::default()
+                },
+                spec: RoomSpec {
+                    max_participants: auto.max_participants,
+                    // The first joiner's region: calls land near their users.
+                    region: region.map(|r| r.as_str().to_owned()),
+                    region_policy: None,
+                    sfu_selector: None,
+                    empty_timeout_seconds: Some(auto.empty_timeout_seconds),
+                },
+                status: None,
+            };
+            match self.api.create(&PostParams::default(), &new_room).await {
+                Ok(_) => tracing::info!(room = %room.as_str(), "created room"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(source) => {
+                    return Err(ResolveError::Create {
+                        room: room.as_str().to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + auto.placement_wait;
+        loop {
+            if let Some(found) = self.lookup(room)
+                && let Some(sfu) = sfu_of(&found)
+            {
+                return Ok(RoomInfo {
+                    max_participants: found.spec.max_participants,
+                    sfu: Some(sfu),
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ResolveError::PlacementTimeout(room.as_str().to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Copies this process's participant counts into `Room.status.participants` once a second,
+/// only for rooms whose count changed, for the operator's empty-room timeout.
+async fn report_participants(directory: Arc<RoomDirectory>, hub: Hub) {
+    let mut reported: HashMap<RoomId, usize> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let counts = hub.counts();
+        let mut current: HashMap<RoomId, usize> = counts.into_iter().collect();
+        // Rooms that emptied since the last report are reported as 0.
+        for room in reported.keys() {
+            current.entry(room.clone()).or_insert(0);
+        }
+        for (room, count) in &current {
+            if reported.get(room) == Some(count) {
+                continue;
+            }
+            if directory.lookup(room).is_none() {
+                continue;
+            }
+            let patch = json!({"status": {"participants": count}});
+            match directory
+                .api
+                .patch_status(
+                    &room.kube_name(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    reported.insert(room.clone(), *count);
+                }
+                Err(error) => {
+                    tracing::debug!(room = %room.as_str(), %error, "cannot report participants")
+                }
+            }
+        }
+        reported.retain(|_, count| *count > 0);
+    }
+}
