@@ -45,6 +45,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "tests"
+# The binaries the tests run as processes, built once with the workspace's features.
+cargo build --workspace --bins --locked --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -90,6 +90,10 @@ pub struct TurnArgs {
     /// STUN/TURN URLs, comma separated (for example `turn:turn.example.com:3478`).
     #[arg(long = "ice-urls", env = "SWITCHBOARD_ICE_URLS", value_delimiter = ',')]
     pub ice_urls: Vec<String>,
+    /// The operator's TURN Secret (in `--namespace`); its `current` key is watched, so a
+    /// rotation is in use within moments.
+    #[arg(long = "turn-secret-name", env = "SWITCHBOARD_TURN_SECRET_NAME")]
+    pub secret_name: Option<String>,
     /// A file holding the TURN shared secret (the `current` key of the operator's Secret,
     /// mounted as a volume). Re-read when it changes, so a rotation is picked up.
     #[arg(long = "turn-secret-file", env = "SWITCHBOARD_TURN_SECRET_FILE")]

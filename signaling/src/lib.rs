@@ -20,3 +20,4 @@ pub mod protocol;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod turn;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::auth::{AuthConfig, AuthError, KeyAlgorithm};
-use crate::config::{AuthArgs, LimitArgs, ServeArgs, TurnArgs};
+use crate::config::{AuthArgs, LimitArgs, ServeArgs};
 use crate::hub::Hub;
 use crate::ids::RoomId;
 use crate::protocol::CloseCode;
@@ -25,7 +25,7 @@ pub struct AppState {
     /// Rooms and placement from Kubernetes, when `--namespace` is set.
     pub rooms: Option<Arc<crate::rooms::RoomDirectory>>,
     pub auth: AuthConfig,
-    pub turn: TurnArgs,
+    pub ice: crate::turn::IceConfig,
     pub limits: LimitArgs,
 }
 
@@ -46,6 +46,8 @@ pub enum ServerError {
     Keys(#[from] crate::auth::KeyError),
     #[error("no join-token key configured: set --jwt-hs256 or --jwt-public-key")]
     NoKeys,
+    #[error("--turn-secret-name needs --namespace (the Secret is read from the Kubernetes API)")]
+    SecretNeedsNamespace,
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -225,11 +227,31 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
             Some(directory)
         }
     };
+    let secret = match (
+        &args.turn.secret_name,
+        &args.kube.namespace,
+        &args.turn.secret_file,
+    ) {
+        (Some(name), Some(namespace), _) => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(ServerError::Kube)?;
+            crate::turn::SecretSource::watch(client, namespace, name)
+        }
+        (Some(_), None, _) => return Err(ServerError::SecretNeedsNamespace),
+        (None, _, Some(path)) => crate::turn::SecretSource::File(path.clone()),
+        (None, _, None) => crate::turn::SecretSource::None,
+    };
+    let ice = crate::turn::IceConfig {
+        urls: args.turn.ice_urls.clone(),
+        secret,
+        credential_ttl: args.turn.credential_ttl,
+    };
     let state = Arc::new(AppState {
         hub,
         rooms,
         auth,
-        turn: args.turn.clone(),
+        ice,
         limits: args.limits.clone(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)

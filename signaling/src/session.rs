@@ -20,8 +20,8 @@ use crate::hub::{Member, Outbound, participant};
 use crate::ids::{ParticipantId, RoomId};
 use crate::limits::{Admit, TokenBucket};
 use crate::protocol::{
-    ClientMessage, CloseCode, ErrorCode, IceServer, LeaveReason, PROTOCOL_VERSION, ResumeToken,
-    ServerMessage, parse_client_message,
+    ClientMessage, CloseCode, ErrorCode, LeaveReason, PROTOCOL_VERSION, ResumeToken, ServerMessage,
+    parse_client_message,
 };
 use crate::rooms::ResolveError;
 use crate::server::AppState;
@@ -38,30 +38,6 @@ fn random_hex(bytes: usize) -> String {
         return format!("{nanos:032x}");
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// ICE servers with fresh TURN credentials for `user`, or the plain URLs when no TURN secret
-/// is configured.
-pub fn ice_servers(state: &AppState, user: &str) -> Vec<IceServer> {
-    if state.turn.ice_urls.is_empty() {
-        return Vec::new();
-    }
-    let credential = state.turn.secret_file.as_ref().and_then(|path| {
-        let secret = std::fs::read_to_string(path).ok()?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        switchboard_turn::credentials::mint(
-            secret.trim().as_bytes(),
-            user,
-            now,
-            state.turn.credential_ttl.as_secs(),
-        )
-        .ok()
-    });
-    vec![IceServer {
-        urls: state.turn.ice_urls.clone(),
-        username: credential.as_ref().map(|c| c.username.clone()),
-        credential: credential.map(|c| c.password),
-    }]
 }
 
 fn close_message(code: CloseCode) -> Message {
@@ -139,7 +115,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let mut joined: Option<Joined> = None;
     let join_deadline = tokio::time::Instant::now() + limits.join_timeout;
     let mut last_seen = tokio::time::Instant::now();
-    let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.turn.credential_ttl);
+    let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
     let mut leave_reason = LeaveReason::ConnectionLost;
     let reply = |message: ServerMessage| {
         let _ = tx.try_send(Outbound::Text(message.to_json().into()));
@@ -164,8 +140,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             _ = tokio::time::sleep_until(refresh_at), if joined.is_some() => {
                 // Fresh TURN credentials before the old ones expire: long calls keep working.
-                reply(ServerMessage::IceServersRefresh { ice_servers: ice_servers(&state, claims.user.as_str()) });
-                refresh_at = tokio::time::Instant::now() + refresh_delay(state.turn.credential_ttl);
+                reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str()) });
+                refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
                 continue;
             }
             _ = kill.notified() => break,
@@ -268,7 +244,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                             room: claims.room.clone(),
                             participants: outcome.participants,
                             sfu,
-                            ice_servers: ice_servers(&state, claims.user.as_str()),
+                            ice_servers: state.ice.servers_for(claims.user.as_str()),
                             resume_token,
                             seq: 0,
                             resumed: false,

@@ -21,7 +21,10 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let release = std::env::var("SWITCHBOARD_BIN_PROFILE").is_ok_and(|p| p == "release");
-    let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
+    // Build every binary with the workspace's feature set, the same as `tests/run.sh` does
+    // before the tests, so this is a no-op there instead of a rebuild with other features.
+    let _ = package;
+    let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
     if release {
         args.push("--release");
     }
@@ -32,7 +35,7 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
         .map_err(HarnessError::io(format!("run {cargo} build")))?;
     if !output.status.success() {
         return Err(HarnessError::Build(format!(
-            "cargo build -p {package} --bin {bin} failed:\n{}",
+            "cargo build --workspace --bins (for {bin}) failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         )));
     }
