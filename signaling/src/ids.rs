@@ -7,7 +7,7 @@
 //! converts; it never does I/O.
 //!
 //! The id alphabet is `[A-Za-z0-9._-]`, 1 to 64 characters. `:` is deliberately not allowed:
-//! it is the separator of our Redis keys (`room:<id>:participants`) and of TURN REST usernames
+//! it is the separator of our Redis keys (`sb:room:{<id>}:participants`) and of TURN REST usernames
 //! (`<expiry>:<user>`), so an id can never be mistaken for, or forge, part of another key.
 //! Braces are excluded too, so an id can never form a Redis Cluster hash tag of its own.
 

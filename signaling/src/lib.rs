@@ -20,4 +20,5 @@ pub mod protocol;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod turn;

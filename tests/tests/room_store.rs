@@ -1,0 +1,211 @@
+//! The Redis room store against a real `redis-server`: the shared behaviour suite, the
+//! every-key-has-a-TTL rule, and what happens when Redis goes away and comes back.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use switchboard_signaling::ids::ParticipantId;
+use switchboard_signaling::store::{RedisStore, RoomStore, StoreError, behaviour};
+use switchboard_tests::RedisServer;
+use switchboard_tests::process::ChildProcess;
+
+async fn store(redis: &RedisServer, ttl: Duration) -> RedisStore {
+    RedisStore::connect(&redis.url(), ttl).await.unwrap()
+}
+
+/// Proves the Redis store passes the same behaviour suite as the memory store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behaviour_suite_passes_against_redis() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    behaviour::run_all(|ttl| {
+        let url = url.clone();
+        async move { RedisStore::connect(&url, ttl).await.unwrap() }
+    })
+    .await;
+}
+
+/// Proves every key the store writes has a TTL no longer than the participant TTL, follows
+/// the documented hash-tagged layout, and that an abandoned room leaves no key behind.
+#[tokio::test]
+async fn every_key_has_a_ttl_and_abandoned_rooms_vanish() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis, behaviour::SHORT_TTL).await;
+    let (one, two) = (behaviour::room("ttl-one"), behaviour::room("ttl-two"));
+    // p3 replaces p1 (same user u1), then leaves: room one ends with p2 only.
+    for (room, id, user) in [(&one, "p1", "u1"), (&one, "p2", "u2"), (&one, "p3", "u1")] {
+        let entry = behaviour::entry(id, user);
+        store.join(room, entry, 10).await.unwrap();
+    }
+    store
+        .join(&two, behaviour::entry("p1", "u1"), 10)
+        .await
+        .unwrap();
+    store
+        .refresh(&one, &ParticipantId::parse("p2").unwrap())
+        .await
+        .unwrap();
+    store
+        .leave(&one, &ParticipantId::parse("p3").unwrap())
+        .await
+        .unwrap();
+    store.participants(&two).await.unwrap();
+    store.count(&two).await.unwrap();
+
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = redis_conn.keys("*").await.unwrap();
+    keys.sort();
+    let expected = |room: &str, kinds: &[&str]| -> Vec<String> {
+        kinds
+            .iter()
+            .map(|k| format!("sb:room:{{{room}}}:{k}"))
+            .collect()
+    };
+    let mut want = expected(one.as_str(), &["expiry", "participants", "users"]);
+    want.extend(expected(two.as_str(), &["expiry", "participants", "users"]));
+    want.sort();
+    assert_eq!(keys, want, "the keys must follow the documented layout");
+    let ttl_ms = i64::try_from(behaviour::SHORT_TTL.as_millis()).unwrap();
+    for key in &keys {
+        let pttl: i64 = redis_conn.pttl(key).await.unwrap();
+        assert!(
+            pttl > 0 && pttl <= ttl_ms,
+            "{key} has PTTL {pttl}, want 1..={ttl_ms}"
+        );
+    }
+
+    let users: std::collections::HashMap<String, String> = redis_conn
+        .hgetall(format!("sb:room:{{{one}}}:users"))
+        .await
+        .unwrap();
+    let want_users = [("u2".to_owned(), "p2".to_owned())].into();
+    assert_eq!(
+        users, want_users,
+        "replaced and departed sessions leave no user pointer"
+    );
+
+    tokio::time::sleep(behaviour::SHORT_TTL + Duration::from_millis(200)).await;
+    let left: Vec<String> = redis_conn.keys("*").await.unwrap();
+    assert!(left.is_empty(), "keys outlived every participant: {left:?}");
+}
+
+/// Awaits `call`, which must fail as unavailable within 3 s.
+async fn unavailable_within_3s(name: &str, call: impl Future<Output = Result<(), StoreError>>) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap_or_else(|_| panic!("{name} hung with Redis down"));
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "{name} took {elapsed:?}");
+    match result {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("{name} with Redis down must be Unavailable, got {other:?}"),
+    }
+}
+
+/// Proves that with Redis gone every operation fails as unavailable within 3 s (the default
+/// timeout is 2 s) instead of hanging.
+#[tokio::test]
+async fn redis_outage_is_unavailable_not_a_hang() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis, behaviour::LONG_TTL).await;
+    let room = behaviour::room("outage");
+    store
+        .join(&room, behaviour::entry("p1", "u1"), 10)
+        .await
+        .unwrap();
+    drop(redis);
+
+    let id = ParticipantId::parse("p1").unwrap();
+    // Concurrently, so the test takes one timeout rather than five.
+    futures::join!(
+        unavailable_within_3s("join", async {
+            store
+                .join(&room, behaviour::entry("p2", "u2"), 10)
+                .await
+                .map(drop)
+        }),
+        unavailable_within_3s("leave", async { store.leave(&room, &id).await.map(drop) }),
+        unavailable_within_3s("participants", async {
+            store.participants(&room).await.map(drop)
+        }),
+        unavailable_within_3s("refresh", async {
+            store.refresh(&room, &id).await.map(drop)
+        }),
+        unavailable_within_3s("count", async { store.count(&room).await.map(drop) }),
+    );
+}
+
+/// Proves the store reconnects by itself when Redis comes back (empty, as after a restart),
+/// reloading its scripts, without being rebuilt.
+#[tokio::test]
+async fn store_recovers_when_redis_comes_back() {
+    let redis = RedisServer::start().unwrap();
+    let port = redis.port();
+    let store = store(&redis, behaviour::LONG_TTL).await;
+    let room = behaviour::room("recover");
+    store
+        .join(&room, behaviour::entry("p1", "u1"), 10)
+        .await
+        .unwrap();
+    drop(redis);
+    assert!(matches!(
+        store.count(&room).await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    // A new, empty Redis on the same port, as a restarted server would be.
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir.path().display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _restarted = ChildProcess::spawn(
+        "redis-server",
+        Path::new("redis-server"),
+        &args,
+        &[],
+        &dir.path().join("redis.log"),
+    )
+    .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        match store.join(&room, behaviour::entry("p2", "u2"), 10).await {
+            Ok(outcome) => break outcome,
+            Err(StoreError::Unavailable(error)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still unavailable after 10 s: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("unexpected error while Redis restarts: {other}"),
+        }
+    };
+    let ids: Vec<&str> = outcome.participants.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["p2"],
+        "the restarted Redis is empty, so only the new join is there"
+    );
+}
