@@ -35,6 +35,8 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// `text` or `json` logs; levels from `RUST_LOG`.
     #[arg(
         long,
@@ -137,6 +139,22 @@ pub struct LimitArgs {
         default_value_t = 50
     )]
     pub default_max_participants: u32,
+}
+
+/// Where ephemeral room state lives.
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// Redis URL for room state shared by all signaling pods; without it, state is kept in
+    /// this process only.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// How long a participant stays listed without a refresh (the server refreshes every
+    /// third of it), so a crashed pod's participants disappear by themselves.
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub participant_ttl: Duration,
+    /// This process's name in the room state; defaults to the pod or host name.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 /// Rooms and placement from Kubernetes. Without `--namespace`, rooms exist only while people

@@ -22,6 +22,10 @@ use crate::session;
 /// Everything a connection needs.
 pub struct AppState {
     pub hub: Hub,
+    /// Room membership shared by every pod (Redis), or this process's own (memory).
+    pub store: Arc<dyn crate::store::RoomStore>,
+    /// This process's name in the store.
+    pub pod: String,
     /// Rooms and placement from Kubernetes, when `--namespace` is set.
     pub rooms: Option<Arc<crate::rooms::RoomDirectory>>,
     pub auth: AuthConfig,
@@ -46,6 +50,8 @@ pub enum ServerError {
     Keys(#[from] crate::auth::KeyError),
     #[error("no join-token key configured: set --jwt-hs256 or --jwt-public-key")]
     NoKeys,
+    #[error("room state: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("--turn-secret-name needs --namespace (the Secret is read from the Kubernetes API)")]
     SecretNeedsNamespace,
     #[error("cannot connect to Kubernetes: {0}")]
@@ -168,6 +174,23 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready while the room state answers; liveness (`/healthz`) never depends on Redis, so a
+/// Redis outage takes pods out of rotation instead of restarting them all.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let probe = RoomId::parse("readyz-probe");
+    match probe {
+        Ok(room) => match state.store.count(&room).await {
+            Ok(_) => (StatusCode::OK, "ok").into_response(),
+            Err(error) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("room state: {error}"),
+            )
+                .into_response(),
+        },
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
     format!(
         "# HELP switchboard_signaling_connections Joined WebSocket connections in this process\n# TYPE switchboard_signaling_connections gauge\nswitchboard_signaling_connections {}\n",
@@ -179,7 +202,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/ws", get(websocket))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -247,8 +270,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         secret,
         credential_ttl: args.turn.credential_ttl,
     };
+    let store: Arc<dyn crate::store::RoomStore> = match &args.state.redis_url {
+        Some(url) => {
+            Arc::new(crate::store::RedisStore::connect(url, args.state.participant_ttl).await?)
+        }
+        None => Arc::new(crate::store::MemoryStore::new(args.state.participant_ttl)?),
+    };
+    let pod = args
+        .state
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("signaling-{}", std::process::id()));
     let state = Arc::new(AppState {
         hub,
+        store,
+        pod,
         rooms,
         auth,
         ice,

@@ -25,6 +25,7 @@ use crate::protocol::{
 };
 use crate::rooms::ResolveError;
 use crate::server::AppState;
+use crate::store::{ParticipantEntry, StoreError};
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -62,6 +63,10 @@ fn receive_error_close(error: &axum::Error) -> CloseCode {
 struct Joined {
     room: RoomId,
     id: ParticipantId,
+    /// Kept to re-register after the store lost it (a Redis restart): the state is rebuilt
+    /// from the connections that are still here.
+    entry: ParticipantEntry,
+    max: u32,
 }
 
 /// Runs a connection until it closes.
@@ -117,6 +122,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let mut last_seen = tokio::time::Instant::now();
     let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
     let mut leave_reason = LeaveReason::ConnectionLost;
+    let mut refresh =
+        tokio::time::interval((state.store.participant_ttl() / 3).max(Duration::from_millis(100)));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reply = |message: ServerMessage| {
         let _ = tx.try_send(Outbound::Text(message.to_json().into()));
     };
@@ -142,6 +150,19 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 // Fresh TURN credentials before the old ones expire: long calls keep working.
                 reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str()) });
                 refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
+                continue;
+            }
+            _ = refresh.tick(), if joined.is_some() => {
+                if let Some(j) = &joined {
+                    match state.store.refresh(&j.room, &j.id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(room = %j.room.as_str(), participant = %j.id.as_str(), "participant missing from the store; registering again");
+                            let _ = state.store.join(&j.room, j.entry.clone(), j.max).await;
+                        }
+                        Err(error) => tracing::debug!(%error, "cannot refresh participant"),
+                    }
+                }
                 continue;
             }
             _ = kill.notified() => break,
@@ -221,42 +242,73 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 let Ok(id) = ParticipantId::parse(&format!("p-{}", random_hex(8))) else {
                     break;
                 };
+                let entry = ParticipantEntry {
+                    id: id.clone(),
+                    user: claims.user.clone(),
+                    name: claims.name.clone(),
+                    pod: state.pod.clone(),
+                };
+                // The store admits within the room's limit across every pod and replaces an
+                // older session of the same user; the hub then wires up this connection.
+                let admitted = match state.store.join(&claims.room, entry.clone(), max).await {
+                    Ok(admitted) => admitted,
+                    Err(StoreError::RoomFull { max }) => {
+                        reply(ServerMessage::error(
+                            ErrorCode::RoomFull,
+                            format!("the room is full ({max} participants)"),
+                            msg_ref,
+                        ));
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "room state unavailable");
+                        reply(ServerMessage::error(
+                            ErrorCode::Internal,
+                            "room state is unavailable; retry shortly",
+                            msg_ref,
+                        ));
+                        continue;
+                    }
+                };
                 let me = participant(id.clone(), claims.user.clone(), claims.name.clone());
                 let mut member = Member::new(me, tx.clone());
                 member.kill = kill.clone();
-                match state.hub.join(&claims.room, member, Some(max)) {
-                    Err(error) => {
-                        reply(ServerMessage::error(
-                            ErrorCode::RoomFull,
-                            error.to_string(),
-                            msg_ref,
-                        ));
-                    }
-                    Ok(outcome) => {
-                        let Ok(resume_token) =
-                            ResumeToken::parse(&format!("rt1.{}", random_hex(16)))
-                        else {
-                            break;
-                        };
-                        reply(ServerMessage::Joined {
-                            v: PROTOCOL_VERSION,
-                            participant_id: id.clone(),
-                            room: claims.room.clone(),
-                            participants: outcome.participants,
-                            sfu,
-                            ice_servers: state.ice.servers_for(claims.user.as_str()),
-                            resume_token,
-                            seq: 0,
-                            resumed: false,
-                            msg_ref,
-                        });
-                        tracing::debug!(room = %claims.room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), "joined");
-                        joined = Some(Joined {
-                            room: claims.room.clone(),
-                            id,
-                        });
-                    }
+                if let Err(error) = state.hub.join(&claims.room, member, None) {
+                    let _ = state.store.leave(&claims.room, &id).await;
+                    reply(ServerMessage::error(
+                        ErrorCode::RoomFull,
+                        error.to_string(),
+                        msg_ref,
+                    ));
+                    continue;
                 }
+                let Ok(resume_token) = ResumeToken::parse(&format!("rt1.{}", random_hex(16)))
+                else {
+                    break;
+                };
+                reply(ServerMessage::Joined {
+                    v: PROTOCOL_VERSION,
+                    participant_id: id.clone(),
+                    room: claims.room.clone(),
+                    participants: admitted
+                        .participants
+                        .into_iter()
+                        .map(|p| participant(p.id, p.user, p.name))
+                        .collect(),
+                    sfu,
+                    ice_servers: state.ice.servers_for(claims.user.as_str()),
+                    resume_token,
+                    seq: 0,
+                    resumed: false,
+                    msg_ref,
+                });
+                tracing::debug!(room = %claims.room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), "joined");
+                joined = Some(Joined {
+                    room: claims.room.clone(),
+                    id,
+                    entry,
+                    max,
+                });
             }
             (_, None) => {
                 reply(ServerMessage::error(
@@ -310,6 +362,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
 
     if let Some(j) = joined {
         state.hub.leave(&j.room, &j.id, leave_reason);
+        if let Err(error) = state.store.leave(&j.room, &j.id).await {
+            // The entry expires on its own after the participant TTL.
+            tracing::debug!(%error, "cannot remove participant from the store");
+        }
     }
     if we_closed {
         // Finish the close handshake: read (and drop) what the client still sends until its

@@ -397,3 +397,65 @@ async fn slow_consumers_do_not_delay_others() {
     let left = sender.recv_type("participantLeft").await.unwrap();
     assert_eq!(left["id"], js["participantId"], "the sleeper was dropped");
 }
+
+/// Proves two signaling processes on one Redis share room state: both list every
+/// participant, the room limit holds across them, and `/readyz` (not `/healthz`) follows Redis.
+#[tokio::test]
+async fn pods_share_room_state_through_redis() {
+    let redis = switchboard_tests::RedisServer::start().unwrap();
+    let redis_url = format!("--redis-url={}", redis.url());
+    let one =
+        SignalingProcess::start(&[&redis_url, "--default-max-participants=2", "--pod-name=one"])
+            .unwrap();
+    let two =
+        SignalingProcess::start(&[&redis_url, "--default-max-participants=2", "--pod-name=two"])
+            .unwrap();
+    let (_alice, _) = Client::join(&one.ws_url(), &token("alice", "standup", HOUR))
+        .await
+        .unwrap();
+    let (_bob, joined) = Client::join(&two.ws_url(), &token("bob", "standup", HOUR))
+        .await
+        .unwrap();
+    let users: Vec<&str> = joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["user"].as_str().unwrap())
+        .collect();
+    assert!(
+        users.contains(&"alice") && users.contains(&"bob"),
+        "{joined}"
+    );
+
+    let mut carol = Client::connect(&one.ws_url(), &token("carol", "standup", HOUR))
+        .await
+        .unwrap();
+    carol
+        .send_json(&json!({"type": "join", "v": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        carol.recv_type("error").await.unwrap()["code"],
+        "room_full",
+        "the limit counts both pods"
+    );
+
+    let get = |port| switchboard_tests::http::get(port, "/readyz").unwrap().0;
+    assert_eq!(get(one.port()), 200);
+    drop(redis);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(one.port()) == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready without Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        switchboard_tests::http::get(one.port(), "/healthz")
+            .unwrap()
+            .0,
+        200,
+        "liveness must not depend on Redis"
+    );
+}
