@@ -132,6 +132,10 @@ pub struct LimitArgs {
     /// Time allowed between connecting and `join`.
     #[arg(long, env = "SWITCHBOARD_JOIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub join_timeout: Duration,
+    /// On SIGTERM, how long clients get to move (they are told to reconnect at spread-out
+    /// times within half of it) before remaining connections are dropped.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// Participants per room when the Room sets no limit.
     #[arg(
         long,

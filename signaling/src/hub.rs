@@ -34,6 +34,8 @@ pub struct Member {
     pub kill: Arc<Notify>,
     /// The last `seq` given to a relayed message for this participant.
     seq: u64,
+    /// Handed back in `reconnect` when this process shuts down.
+    pub resume_token: Option<crate::protocol::ResumeToken>,
 }
 
 impl Member {
@@ -43,6 +45,7 @@ impl Member {
             tx,
             kill: Arc::new(Notify::new()),
             seq: 0,
+            resume_token: None,
         }
     }
 
@@ -201,13 +204,21 @@ impl Hub {
         }
     }
 
-    /// Closes every connection with `code` (graceful shutdown).
-    pub fn close_all(&self, code: CloseCode) {
+    /// Graceful shutdown: tells every client to reconnect (to another pod, through the same
+    /// URL) with its resume token, spread over `spread_ms` so a pod's clients do not all
+    /// arrive at once, then closes with 1001.
+    pub fn shutdown(&self, spread_ms: u64) {
         if let Ok(rooms) = self.rooms.lock() {
-            for state in rooms.values() {
-                for member in state.members.values() {
-                    member.send(Outbound::Close(code));
+            for (i, member) in rooms.values().flat_map(|s| s.members.values()).enumerate() {
+                if let Some(token) = &member.resume_token {
+                    let retry_after_ms = Some((i as u64).wrapping_mul(7919) % spread_ms.max(1));
+                    let message = ServerMessage::Reconnect {
+                        resume_token: token.clone(),
+                        retry_after_ms,
+                    };
+                    member.send(Outbound::Text(message.to_json().into()));
                 }
+                member.send(Outbound::Close(CloseCode::GoingAway));
             }
         }
     }

@@ -16,7 +16,6 @@ use crate::auth::{AuthConfig, AuthError, KeyAlgorithm};
 use crate::config::{AuthArgs, LimitArgs, ServeArgs};
 use crate::hub::Hub;
 use crate::ids::RoomId;
-use crate::protocol::CloseCode;
 use crate::session;
 
 /// Everything a connection needs.
@@ -299,16 +298,29 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         })?;
     tracing::info!(addr = %args.listen, "serving signaling");
     let hub = state.hub.clone();
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopping_signal = stopping.clone();
+    let grace = args.limits.shutdown_grace;
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: asking clients to reconnect elsewhere");
-        hub.close_all(CloseCode::GoingAway);
+        stopping_signal.notify_one();
+        hub.shutdown(u64::try_from(grace.as_millis() / 2).unwrap_or(u64::MAX));
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: args.listen,
-            source,
-        })
+    // Connections that do not finish their close handshake within the grace period are
+    // dropped, so a pod always exits within its terminationGracePeriod.
+    let deadline = async move {
+        stopping.notified().await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over; dropping remaining connections");
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    tokio::select! {
+        result = server => result,
+        () = deadline => Ok(()),
+    }
+    .map_err(|source| ServerError::Listen {
+        addr: args.listen,
+        source,
+    })
 }

@@ -270,9 +270,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                         continue;
                     }
                 };
+                let Ok(resume_token) = ResumeToken::parse(&format!("rt1.{}", random_hex(16)))
+                else {
+                    break;
+                };
                 let me = participant(id.clone(), claims.user.clone(), claims.name.clone());
                 let mut member = Member::new(me, tx.clone());
                 member.kill = kill.clone();
+                member.resume_token = Some(resume_token.clone());
                 if let Err(error) = state.hub.join(&claims.room, member, None) {
                     let _ = state.store.leave(&claims.room, &id).await;
                     reply(ServerMessage::error(
@@ -282,10 +287,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     ));
                     continue;
                 }
-                let Ok(resume_token) = ResumeToken::parse(&format!("rt1.{}", random_hex(16)))
-                else {
-                    break;
-                };
+
                 reply(ServerMessage::Joined {
                     v: PROTOCOL_VERSION,
                     participant_id: id.clone(),

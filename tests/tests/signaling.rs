@@ -459,3 +459,32 @@ async fn pods_share_room_state_through_redis() {
         "liveness must not depend on Redis"
     );
 }
+
+/// Proves SIGTERM tells every client to reconnect with its resume token, closes with 1001 and
+/// exits within the grace period.
+#[tokio::test]
+async fn sigterm_hands_clients_their_resume_token_and_exits() {
+    let mut server = SignalingProcess::start(&["--shutdown-grace=4s"]).unwrap();
+    let url = server.ws_url();
+    let (mut alice, joined_a) = Client::join(&url, &token("alice", "standup", HOUR))
+        .await
+        .unwrap();
+    let (mut bob, joined_b) = Client::join(&url, &token("bob", "standup", HOUR))
+        .await
+        .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (client, joined) in [(&mut alice, &joined_a), (&mut bob, &joined_b)] {
+        let reconnect = client.recv_type("reconnect").await.unwrap();
+        assert_eq!(reconnect["resumeToken"], joined["resumeToken"]);
+        assert!(reconnect["retryAfterMs"].as_u64().unwrap() <= 2000);
+        assert_eq!(client.until_closed().await, Ended::Closed(Some(1001)));
+    }
+    assert!(
+        server.exited_within(Duration::from_secs(6)),
+        "the server did not exit within its grace period"
+    );
+}
