@@ -136,6 +136,9 @@ pub struct LimitArgs {
     /// times within half of it) before remaining connections are dropped.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Time a client has to send its request headers; slower ones (slowloris) are cut off.
+    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
     /// Participants per room when the Room sets no limit.
     #[arg(
         long,

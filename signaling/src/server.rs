@@ -225,6 +225,53 @@ async fn shutdown_signal() {
     }
 }
 
+/// Accepts connections until `shutdown` completes. axum's own `serve` has no header-read
+/// timeout, so connections are served through hyper directly, with one.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    futures::pin_mut!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    // Plain HTTP requests in flight finish; upgraded WebSockets were told to move already.
+    graceful.shutdown().await;
+}
+
 /// Serves until SIGTERM or Ctrl-C, then tells every client to reconnect elsewhere and closes.
 pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let auth = auth_config(&args.auth)?;
@@ -314,13 +361,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         tokio::time::sleep(grace).await;
         tracing::warn!("grace period over; dropping remaining connections");
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    let header_timeout = args.limits.header_read_timeout;
+    let server = accept_loop(listener, router(state), header_timeout, shutdown);
     tokio::select! {
-        result = server => result,
-        () = deadline => Ok(()),
+        () = server => {}
+        () = deadline => {}
     }
-    .map_err(|source| ServerError::Listen {
-        addr: args.listen,
-        source,
-    })
+    Ok(())
 }

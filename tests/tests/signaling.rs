@@ -488,3 +488,29 @@ async fn sigterm_hands_clients_their_resume_token_and_exits() {
         "the server did not exit within its grace period"
     );
 }
+
+/// Proves a client that never finishes its request headers (slowloris) is cut off.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = SignalingProcess::start(&["--header-read-timeout=1s"]).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    let elapsed = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "the connection was still open after 5 s of unfinished headers"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(800),
+        "cut off before the timeout: {elapsed:?}"
+    );
+}
