@@ -514,3 +514,42 @@ async fn slow_headers_are_cut_off() {
         "cut off before the timeout: {elapsed:?}"
     );
 }
+
+/// Proves fresh TURN credentials arrive as `iceServersRefresh` before the old ones expire.
+#[tokio::test]
+async fn ice_servers_are_refreshed_before_credentials_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("turn-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let secret_arg = format!("--turn-secret-file={}", secret.display());
+    let server = SignalingProcess::start(&[
+        "--ice-urls=turn:127.0.0.1:3478",
+        &secret_arg,
+        "--turn-credential-ttl=3s",
+    ])
+    .unwrap();
+    let (mut client, joined) = Client::join(&server.ws_url(), &token("alice", "standup", HOUR))
+        .await
+        .unwrap();
+    let first = joined["iceServers"][0]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expiry: u64 = first.split(':').next().unwrap().parse().unwrap();
+    let refresh = client.recv_type("iceServersRefresh").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now <= expiry,
+        "refreshed only after the old credential expired"
+    );
+    let next = refresh["iceServers"][0]["username"].as_str().unwrap();
+    let next_expiry: u64 = next.split(':').next().unwrap().parse().unwrap();
+    assert!(
+        next_expiry > expiry || next != first,
+        "the refresh carries a new credential: {next} vs {first}"
+    );
+    assert!(refresh["iceServers"][0]["credential"].is_string());
+}
