@@ -345,27 +345,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         })?;
     tracing::info!(addr = %args.listen, "serving signaling");
     let hub = state.hub.clone();
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let stopping_signal = stopping.clone();
     let grace = args.limits.shutdown_grace;
+    let shutdown_hub = hub.clone();
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: asking clients to reconnect elsewhere");
-        stopping_signal.notify_one();
-        hub.shutdown(u64::try_from(grace.as_millis() / 2).unwrap_or(u64::MAX));
-    };
-    // Connections that do not finish their close handshake within the grace period are
-    // dropped, so a pod always exits within its terminationGracePeriod.
-    let deadline = async move {
-        stopping.notified().await;
-        tokio::time::sleep(grace).await;
-        tracing::warn!("grace period over; dropping remaining connections");
+        shutdown_hub.shutdown(u64::try_from(grace.as_millis() / 2).unwrap_or(u64::MAX));
     };
     let header_timeout = args.limits.header_read_timeout;
-    let server = accept_loop(listener, router(state), header_timeout, shutdown);
-    tokio::select! {
-        () = server => {}
-        () = deadline => {}
+    accept_loop(listener, router(state), header_timeout, shutdown).await;
+    // The WebSocket sessions run on after the listener stops: wait for them to finish their
+    // close handshakes, but never past the grace period, so a pod always exits in time.
+    let drained = async {
+        while hub.connections() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!(
+            remaining = hub.connections(),
+            "grace period over; dropping remaining connections"
+        );
     }
     Ok(())
 }
