@@ -162,7 +162,7 @@ async fn websocket(
     upgrade
         // Small buffers: most signaling messages are a few hundred bytes, and the library's
         // 128 KiB default per connection would dominate memory at high connection counts.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)

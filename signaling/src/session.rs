@@ -219,10 +219,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 ));
             }
             (ClientMessage::Join { .. }, None) => {
+                // The lookup future is boxed: kept inline, it would make every connection's
+                // task as large as its biggest await, for the whole life of the connection.
                 let (max, sfu) = match &state.rooms {
                     None => (state.limits.default_max_participants, None),
                     Some(rooms) => {
-                        match rooms.resolve(&claims.room, claims.region.as_ref()).await {
+                        match Box::pin(rooms.resolve(&claims.room, claims.region.as_ref())).await {
                             Ok(info) => (info.max_participants, info.sfu),
                             Err(error) => {
                                 let code = match &error {
