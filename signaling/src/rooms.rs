@@ -14,7 +14,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use switchboard_crds::{Room, RoomPhase, RoomSpec};
+use switchboard_crds::{Room, RoomPhase, RoomSpec, SfuNode};
 
 use crate::hub::Hub;
 use crate::ids::{Region, RoomId};
@@ -49,11 +49,14 @@ pub enum ResolveError {
 pub struct RoomInfo {
     pub max_participants: u32,
     pub sfu: Option<SfuInfo>,
+    /// The TURN/STUN URLs of the room's SfuNode (`spec.turn.urls`), empty when it has none.
+    pub turn_urls: Vec<String>,
 }
 
 pub struct RoomDirectory {
     api: Api<Room>,
     store: Store<Room>,
+    nodes: Store<SfuNode>,
     namespace: String,
     auto_create: Option<AutoCreate>,
 }
@@ -102,14 +105,41 @@ impl RoomDirectory {
                 }
             }
         });
+        let (nodes, node_writer) = reflector::store();
+        let node_api: Api<SfuNode> = Api::namespaced(api.clone().into_client(), namespace);
+        let node_stream =
+            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
+                .default_backoff();
+        tokio::spawn(async move {
+            futures::pin_mut!(node_stream);
+            while node_stream.next().await.is_some() {}
+        });
         let directory = Arc::new(RoomDirectory {
             api,
             store,
+            nodes,
             namespace: namespace.to_owned(),
             auto_create,
         });
         tokio::spawn(report_participants(directory.clone(), hub));
         directory
+    }
+
+    /// What a join needs from a Room: its limit, its SFU and that SFU's TURN URLs.
+    fn info(&self, room: &Room, sfu: Option<SfuInfo>) -> RoomInfo {
+        let turn_urls = sfu
+            .as_ref()
+            .and_then(|sfu| {
+                self.nodes
+                    .get(&ObjectRef::new(&sfu.node).within(&self.namespace))
+            })
+            .and_then(|node| node.spec.turn.as_ref().map(|t| t.urls.clone()))
+            .unwrap_or_default();
+        RoomInfo {
+            max_participants: room.spec.max_participants,
+            sfu,
+            turn_urls,
+        }
     }
 
     /// Waits until the first list of Rooms has arrived (for readiness).
@@ -137,18 +167,12 @@ impl RoomDirectory {
         };
         let Some(auto) = &self.auto_create else {
             let found = existing.ok_or_else(|| ResolveError::NotFound(room.as_str().to_owned()))?;
-            return Ok(RoomInfo {
-                max_participants: found.spec.max_participants,
-                sfu: sfu_of(&found),
-            });
+            return Ok(self.info(&found, sfu_of(&found)));
         };
         if let Some(found) = &existing
             && let Some(sfu) = sfu_of(found)
         {
-            return Ok(RoomInfo {
-                max_participants: found.spec.max_participants,
-                sfu: Some(sfu),
-            });
+            return Ok(self.info(found, Some(sfu)));
         }
         if existing.is_none() {
             let new_room = Room {
@@ -189,10 +213,7 @@ impl RoomDirectory {
             if let Some(found) = self.lookup(room)
                 && let Some(sfu) = sfu_of(&found)
             {
-                return Ok(RoomInfo {
-                    max_participants: found.spec.max_participants,
-                    sfu: Some(sfu),
-                });
+                return Ok(self.info(&found, Some(sfu)));
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(ResolveError::PlacementTimeout(room.as_str().to_owned()));

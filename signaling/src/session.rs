@@ -67,6 +67,8 @@ struct Joined {
     /// from the connections that are still here.
     entry: ParticipantEntry,
     max: u32,
+    /// The room's SfuNode TURN URLs, for `iceServersRefresh`.
+    turn_urls: Vec<String>,
 }
 
 /// Runs a connection until it closes.
@@ -148,7 +150,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             _ = tokio::time::sleep_until(refresh_at), if joined.is_some() => {
                 // Fresh TURN credentials before the old ones expire: long calls keep working.
-                reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str()) });
+                let node_urls = joined.as_ref().map(|j| j.turn_urls.as_slice()).unwrap_or_default();
+                reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str(), node_urls) });
                 refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
                 continue;
             }
@@ -221,11 +224,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             (ClientMessage::Join { .. }, None) => {
                 // The lookup future is boxed: kept inline, it would make every connection's
                 // task as large as its biggest await, for the whole life of the connection.
-                let (max, sfu) = match &state.rooms {
-                    None => (state.limits.default_max_participants, None),
+                let (max, sfu, turn_urls) = match &state.rooms {
+                    None => (state.limits.default_max_participants, None, Vec::new()),
                     Some(rooms) => {
                         match Box::pin(rooms.resolve(&claims.room, claims.region.as_ref())).await {
-                            Ok(info) => (info.max_participants, info.sfu),
+                            Ok(info) => (info.max_participants, info.sfu, info.turn_urls),
                             Err(error) => {
                                 let code = match &error {
                                     ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
@@ -300,7 +303,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                         .map(|p| participant(p.id, p.user, p.name))
                         .collect(),
                     sfu,
-                    ice_servers: state.ice.servers_for(claims.user.as_str()),
+                    ice_servers: state.ice.servers_for(claims.user.as_str(), &turn_urls),
                     resume_token,
                     seq: 0,
                     resumed: false,
@@ -312,6 +315,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     id,
                     entry,
                     max,
+                    turn_urls,
                 });
             }
             (_, None) => {

@@ -93,8 +93,14 @@ pub struct IceConfig {
 
 impl IceConfig {
     /// ICE servers with fresh credentials for `user`; without a secret, the bare URLs.
-    pub fn servers_for(&self, user: &str) -> Vec<IceServer> {
-        if self.urls.is_empty() {
+    /// `node_urls` (the room's SfuNode `spec.turn.urls`) take precedence over the global list.
+    pub fn servers_for(&self, user: &str, node_urls: &[String]) -> Vec<IceServer> {
+        let urls = if node_urls.is_empty() {
+            &self.urls
+        } else {
+            node_urls
+        };
+        if urls.is_empty() {
             return Vec::new();
         }
         let credential = self.secret.current().and_then(|secret| {
@@ -103,7 +109,7 @@ impl IceConfig {
                 .ok()
         });
         vec![IceServer {
-            urls: self.urls.clone(),
+            urls: urls.to_vec(),
             username: credential.as_ref().map(|c| c.username.clone()),
             credential: credential.map(|c| c.password),
         }]

@@ -29,7 +29,12 @@ async fn joins_follow_the_operators_placement() {
     nodes
         .create(
             &PostParams::default(),
-            &sfu_node("sfu-a", "eu-west-1", 100, json!({})),
+            &sfu_node(
+                "sfu-a",
+                "eu-west-1",
+                100,
+                json!({"turn": {"urls": ["turn:turn-a.example.com:3478"]}}),
+            ),
         )
         .await
         .unwrap();
@@ -57,6 +62,11 @@ async fn joins_follow_the_operators_placement() {
         joined["sfu"],
         json!({"node": "sfu-a", "url": "wss://sfu-a.example.com/rtc"}),
         "{joined}"
+    );
+    assert_eq!(
+        joined["iceServers"][0]["urls"],
+        json!(["turn:turn-a.example.com:3478"]),
+        "the node's TURN URLs"
     );
     let room = rooms.get("standup").await.unwrap();
     assert_eq!(room.spec.max_participants, 8);
