@@ -156,9 +156,15 @@ pub struct StateArgs {
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
     /// How long a participant stays listed without a refresh (the server refreshes every
-    /// third of it), so a crashed pod's participants disappear by themselves.
-    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// third of it). It is also the resume window: a dropped connection can be resumed, on any
+    /// pod, until then. A crashed pod's participants are announced as left
+    /// (`connection_lost`) within 4/3 of it, about 13 s with the default.
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub participant_ttl: Duration,
+    /// Relayed messages kept per participant for a resume; a client that missed more gets
+    /// `resume_failed` and joins afresh.
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_LEN", default_value_t = crate::store::DEFAULT_MAILBOX_LEN, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub mailbox_len: u32,
     /// This process's name in the room state; defaults to the pod or host name.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
