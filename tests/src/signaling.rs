@@ -77,6 +77,27 @@ impl SignalingProcess {
         })
     }
 
+    /// Fails if the server has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.process.check_running()
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) to the server.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .map_err(HarnessError::io("run kill"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Io {
+                action: "send a signal to switchboard-signaling".to_owned(),
+                source: std::io::Error::other(format!("kill -{signal} failed: {status}")),
+            })
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -161,6 +182,29 @@ impl Client {
             .await
             .map_err(|e| e.to_string())?;
         Ok(Client { ws })
+    }
+
+    /// Connects and resumes a session with its resume token and the highest `seq` processed;
+    /// returns the client and the server's answer (`joined`, or the `error`).
+    pub async fn resume(
+        url: &str,
+        token: &str,
+        resume_token: &str,
+        last_seq: u64,
+    ) -> std::result::Result<(Client, Value), String> {
+        let mut client = Client::connect(url, token).await?;
+        client
+            .send_json(&serde_json::json!({
+                "type": "join", "v": 1,
+                "resume": {"token": resume_token, "lastSeq": last_seq}
+            }))
+            .await?;
+        loop {
+            let answer = client.recv().await?;
+            if answer["type"] == "joined" || answer["type"] == "error" {
+                return Ok((client, answer));
+            }
+        }
     }
 
     /// Connects and joins; returns the client and its `joined` message.

@@ -399,7 +399,6 @@ pub async fn refresh_keeps_alive(store: impl RoomStore) {
     );
 }
 
-
 /// An offer from `from` as the server relays it, with the `seq` placeholder.
 fn offer(from: &str, sdp: &str) -> String {
     ServerMessage::Offer {
@@ -699,7 +698,12 @@ pub async fn restore_puts_a_lost_participant_back(store: impl RoomStore) {
     let room = room("restore");
     store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
     store.listen(&room, &pid("p-a")).await.unwrap();
-    assert!(!store.restore(&room, entry("p-a", "alice"), 10).await.unwrap());
+    assert!(
+        !store
+            .restore(&room, entry("p-a", "alice"), 10)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
             .relay(&room, &pid("p-a"), &offer("p-b", "v=0"))
@@ -725,6 +729,11 @@ pub async fn restore_puts_a_lost_participant_back(store: impl RoomStore) {
         Some(6)
     );
     // A newer session of the same user wins over a restore of the old one.
-    assert!(!store.restore(&room, entry("p-b-old", "bob"), 1).await.unwrap());
+    assert!(
+        !store
+            .restore(&room, entry("p-b-old", "bob"), 1)
+            .await
+            .unwrap()
+    );
     assert_eq!(listed(&store, &room).await, ["p-a", "p-b"]);
 }
