@@ -152,9 +152,13 @@ pub struct LimitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// Redis URL for room state shared by all signaling pods; without it, state is kept in
-    /// this process only.
+    /// this process only. With `--redis-cluster`, a comma-separated list of cluster nodes.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// `--redis-url` names Redis Cluster nodes: use hash-slot routing and sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`, Redis 7 or newer).
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", requires = "redis_url")]
+    pub redis_cluster: bool,
     /// How long a participant stays listed without a refresh (the server refreshes every
     /// third of it). It is also the resume window: a dropped connection can be resumed, on any
     /// pod, until then. A crashed pod's participants are announced as left

@@ -371,6 +371,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let auth = auth_config(&args.auth)?;
     let hub = Hub::default();
     let store: Arc<dyn crate::store::RoomStore> = match &args.state.redis_url {
+        Some(nodes) if args.state.redis_cluster => {
+            let nodes: Vec<String> = nodes.split(',').map(|n| n.trim().to_owned()).collect();
+            Arc::new(
+                crate::store::RedisStore::connect_cluster(
+                    &nodes,
+                    args.state.participant_ttl,
+                    crate::store::DEFAULT_TIMEOUT,
+                )
+                .await?
+                .with_mailbox_len(args.state.mailbox_len)?,
+            )
+        }
         Some(url) => Arc::new(
             crate::store::RedisStore::connect(url, args.state.participant_ttl)
                 .await?

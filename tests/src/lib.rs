@@ -14,6 +14,7 @@ pub mod objects;
 pub mod operator;
 pub mod pki;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod signaling;
 pub mod tools;
@@ -21,6 +22,7 @@ pub mod tools;
 pub use control_plane::ControlPlane;
 pub use coturn::Coturn;
 pub use operator::{OperatorProcess, fast_args};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 use std::path::PathBuf;

@@ -29,6 +29,23 @@ async fn behaviour_suite_passes_against_redis() {
     .await;
 }
 
+/// The shared behaviour suite passes against a real 3-master Redis Cluster, with sharded
+/// pub/sub: every script touches one room's slot only.
+#[tokio::test]
+async fn behaviour_suite_passes_against_a_redis_cluster() {
+    let cluster = switchboard_tests::RedisCluster::start().unwrap();
+    let nodes: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+    behaviour::run_all(|ttl| {
+        let nodes = nodes.clone();
+        async move {
+            RedisStore::connect_cluster(&nodes, ttl, switchboard_signaling::store::DEFAULT_TIMEOUT)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
 /// Proves every key the store writes has a TTL no longer than the participant TTL, follows
 /// the documented hash-tagged layout, and that an abandoned room leaves no key behind.
 #[tokio::test]

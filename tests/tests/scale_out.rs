@@ -9,19 +9,23 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard_tests::RedisServer;
 use switchboard_tests::http::get;
 use switchboard_tests::signaling::{Client, Ended, SignalingProcess, token};
+use switchboard_tests::{RedisCluster, RedisServer};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn pod(redis: &RedisServer, name: &str, extra: &[&str]) -> SignalingProcess {
-    let mut args = vec![
-        format!("--redis-url={}", redis.url()),
+    pod_on(&[format!("--redis-url={}", redis.url())], name, extra)
+}
+
+fn pod_on(redis_args: &[String], name: &str, extra: &[&str]) -> SignalingProcess {
+    let mut args = redis_args.to_vec();
+    args.extend([
         format!("--pod-name={name}"),
         "--rate-per-second=10000".to_owned(),
         "--rate-burst=10000".to_owned(),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     SignalingProcess::start(&args).unwrap()
@@ -86,9 +90,25 @@ async fn relayed_messages(client: &mut Client, count: usize, after_seq: u64) -> 
 #[tokio::test]
 async fn full_mesh_across_three_pods_is_exactly_once_and_in_order() {
     let redis = RedisServer::start().unwrap();
+    let args = [format!("--redis-url={}", redis.url())];
+    full_mesh(&args).await;
+}
+
+/// The same full mesh on a real 3-master Redis Cluster, with sharded pub/sub.
+#[tokio::test]
+async fn full_mesh_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().unwrap();
+    let args = [
+        format!("--redis-url={}", cluster.urls()),
+        "--redis-cluster".to_owned(),
+    ];
+    full_mesh(&args).await;
+}
+
+async fn full_mesh(redis_args: &[String]) {
     let pods: Vec<SignalingProcess> = ["one", "two", "three"]
         .iter()
-        .map(|name| pod(&redis, name, &[]))
+        .map(|name| pod_on(redis_args, name, &[]))
         .collect();
     const ROOMS: usize = 5;
     const PER_ROOM: usize = 6;

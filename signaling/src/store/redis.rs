@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::{
     ErrorKind, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisError, Script,
     ServerErrorKind,
@@ -99,6 +101,40 @@ impl RedisStore<ConnectionManager> {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(store)
+    }
+}
+
+impl RedisStore<ClusterConnection> {
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`). The scripts
+    /// publish with `SPUBLISH` and the pod subscribes with `SSUBSCRIBE`: every room's keys and
+    /// channels share the room's hash slot, so each operation runs on one shard.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let config = |e: RedisError| StoreError::Config(format!("Redis Cluster: {e}"));
+        let client = ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(config)?;
+        let connection = bounded(timeout, client.get_async_connection()).await?;
+        let mut store = Self::from_connection(connection, ttl, timeout)?;
+        store.scripts = Scripts::new(PubSubMode::Sharded);
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let pubsub_client = ClusterClientBuilder::new(nodes.to_vec())
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(config)?;
+        let pubsub = bounded(timeout, pubsub_client.get_async_connection()).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        store.subscriber = Some(Subscriber::start_cluster(pubsub, pushes, tx, timeout));
+        store.events = Mutex::new(Some(rx));
         Ok(store)
     }
 }
@@ -394,7 +430,7 @@ where
     fn unlisten<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Some(subscriber) = &self.subscriber {
-                subscriber.unlisten(channel(room, id));
+                subscriber.unlisten(channel(room, id)).await;
             }
         })
     }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, PushInfo, PushKind, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,7 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 enum Command {
     Listen(String, oneshot::Sender<redis::RedisResult<()>>),
-    Unlisten(String),
+    Unlisten(String, oneshot::Sender<()>),
 }
 
 /// The handle the store uses; the connection lives in a background task.
@@ -43,7 +44,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Listen(channel, _) => write!(f, "Listen({channel})"),
-            Command::Unlisten(channel) => write!(f, "Unlisten({channel})"),
+            Command::Unlisten(channel, _) => write!(f, "Unlisten({channel})"),
         }
     }
 }
@@ -58,6 +59,25 @@ impl Subscriber {
         let (commands, rx) = mpsc::unbounded_channel();
         let link_up = Arc::new(AtomicBool::new(false));
         tokio::spawn(run(client, rx, events, link_up.clone(), timeout));
+        Subscriber {
+            commands,
+            link_up,
+            timeout,
+        }
+    }
+
+    /// Starts the task for Redis Cluster: `connection` is a RESP3 cluster connection whose
+    /// push messages arrive on `pushes`. It subscribes with `SSUBSCRIBE` on the shard that
+    /// owns each channel's slot, and re-subscribes by itself when shards move or reconnect.
+    pub(super) fn start_cluster(
+        connection: ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+        events: mpsc::UnboundedSender<StoreEvent>,
+        timeout: Duration,
+    ) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let link_up = Arc::new(AtomicBool::new(true));
+        tokio::spawn(run_cluster(connection, rx, pushes, events));
         Subscriber {
             commands,
             link_up,
@@ -90,9 +110,13 @@ impl Subscriber {
         }
     }
 
-    /// Unsubscribes from `channel` (and forgets it for re-subscription).
-    pub(super) fn unlisten(&self, channel: String) {
-        let _ = self.commands.send(Command::Unlisten(channel));
+    /// Unsubscribes from `channel` (and forgets it for re-subscription); returns once Redis
+    /// confirmed it, or after the timeout.
+    pub(super) async fn unlisten(&self, channel: String) {
+        let (done, confirmed) = oneshot::channel();
+        if self.commands.send(Command::Unlisten(channel, done)).is_ok() {
+            let _ = tokio::time::timeout(self.timeout, confirmed).await;
+        }
     }
 }
 
@@ -161,8 +185,9 @@ async fn run(
                         io::ErrorKind::NotConnected,
                     ))));
                 }
-                Command::Unlisten(channel) => {
+                Command::Unlisten(channel, done) => {
                     channels.remove(&channel);
+                    let _ = done.send(());
                 }
             }
         }
@@ -226,11 +251,48 @@ async fn serve(
                         return false;
                     }
                 }
-                Some(Command::Unlisten(channel)) => {
+                Some(Command::Unlisten(channel, done)) => {
                     channels.remove(&channel);
-                    if connection.unsubscribe(&channel).await.is_err() {
+                    let failed = connection.unsubscribe(&channel).await.is_err();
+                    let _ = done.send(());
+                    if failed {
                         return false;
                     }
+                }
+            },
+        }
+    }
+}
+
+async fn run_cluster(
+    mut connection: ClusterConnection,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    events: mpsc::UnboundedSender<StoreEvent>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            push = pushes.recv() => {
+                let Some(push) = push else { return };
+                if matches!(push.kind, PushKind::Message | PushKind::SMessage)
+                    && let Some(event) = decode(push.data)
+                {
+                    let _ = events.send(event);
+                }
+            }
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Listen(channel, reply)) => {
+                    if !reply.is_closed() {
+                        let _ = reply.send(connection.ssubscribe(&channel).await);
+                    }
+                }
+                Some(Command::Unlisten(channel, done)) => {
+                    if let Err(error) = connection.sunsubscribe(&channel).await {
+                        tracing::debug!(%error, %channel, "cannot unsubscribe");
+                    }
+                    let _ = done.send(());
                 }
             },
         }
