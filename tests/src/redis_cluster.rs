@@ -13,7 +13,7 @@ use crate::{HarnessError, Result, free_port};
 /// A running cluster whose nodes are killed on drop.
 #[derive(Debug)]
 pub struct RedisCluster {
-    _nodes: Vec<ChildProcess>,
+    nodes: Vec<ChildProcess>,
     ports: Vec<u16>,
     _dir: TempDir,
 }
@@ -89,7 +89,7 @@ impl RedisCluster {
             wait_for(port, "CLUSTER INFO", "cluster_state:ok")?;
         }
         Ok(RedisCluster {
-            _nodes: nodes,
+            nodes: nodes,
             ports,
             _dir: dir,
         })
@@ -106,6 +106,11 @@ impl RedisCluster {
 
     pub fn ports(&self) -> &[u16] {
         &self.ports
+    }
+
+    /// The node processes' pids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(ChildProcess::pid).collect()
     }
 }
 

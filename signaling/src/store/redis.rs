@@ -723,22 +723,32 @@ return redis.call('HLEN', KEYS[1])
 "#;
 
 /// ARGV: target id, the message up to its "seq":0} placeholder, mailbox length.
-/// Returns the message's seq, or 0 when the target is not in the room.
+/// Returns the message's seq, or 0 when the target is not in the room (or has expired).
+///
+/// This is the hot path, so it does the least that keeps the invariants: it checks the
+/// target's own deadline instead of pruning the room (the participants' refreshes prune and
+/// announce), and sets a key's expiry only when this call created the key (a refresh extends
+/// them afterwards).
 const RELAY: &str = r#"
 local now = now_ms()
-prune(now)
 local to = ARGV[1]
-local deadline = redis.call('ZSCORE', KEYS[3], to)
-if not deadline then
+local deadline = tonumber(redis.call('ZSCORE', KEYS[3], to))
+if not deadline or deadline <= now then
   return 0
 end
 local seq = redis.call('HINCRBY', KEYS[4], to, 1)
 local payload = seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}'
 local box = mailbox(to)
-redis.call('RPUSH', box, payload)
-redis.call('LTRIM', box, -tonumber(ARGV[3]), -1)
-redis.call('PEXPIRE', box, math.max(1, math.floor(tonumber(deadline) - now)))
-expire_keys(now)
+local length = redis.call('RPUSH', box, payload)
+if length > tonumber(ARGV[3]) then
+  redis.call('LTRIM', box, -tonumber(ARGV[3]), -1)
+end
+if length == 1 then
+  redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
+end
+if seq == 1 and redis.call('PTTL', KEYS[4]) < 0 then
+  expire_keys(now)
+end
 publish(to, payload)
 return seq
 "#;
