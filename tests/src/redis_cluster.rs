@@ -89,7 +89,7 @@ impl RedisCluster {
             wait_for(port, "CLUSTER INFO", "cluster_state:ok")?;
         }
         Ok(RedisCluster {
-            nodes: nodes,
+            nodes,
             ports,
             _dir: dir,
         })
