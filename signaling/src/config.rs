@@ -20,6 +20,36 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a join token with an HS256 key, for testing and development.
     Token(TokenArgs),
+    /// Everything in one process for trying Switchboard out: in-memory state, SFU nodes from
+    /// flags or a YAML file placed in-process, a generated signing key, and the demo page.
+    Dev(Box<DevArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Address to serve the demo page, `/v1/ws` and the probes on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// An SFU node as `NAME=URL` (repeatable), in region `local` with room for 1,000.
+    #[arg(long = "sfu", value_name = "NAME=URL")]
+    pub sfu: Vec<String>,
+    /// A YAML file of SfuNode objects, as for `kubectl apply` (repeatable).
+    #[arg(long = "sfu-file", value_name = "PATH")]
+    pub sfu_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// How long a dropped connection can be resumed.
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub participant_ttl: Duration,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -45,6 +75,10 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Also serve the demo page at `/` and the JavaScript client at `/switchboard.js`. The page
+    /// then needs a join token in its URL (`?token=`).
+    #[arg(long, env = "SWITCHBOARD_DEMO")]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

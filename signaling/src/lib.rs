@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dev;
 pub mod hub;
 pub mod ids;
 pub mod limits;

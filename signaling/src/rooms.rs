@@ -43,6 +43,40 @@ pub enum ResolveError {
         #[source]
         source: kube::Error,
     },
+    /// Dev mode: no node of the static list has room.
+    #[error("no SFU node can take the room: {0}")]
+    NoFit(String),
+}
+
+/// Where rooms and their placement come from.
+#[derive(Debug, Clone)]
+pub enum RoomSource {
+    /// Room objects placed by the operator.
+    Kube(Arc<RoomDirectory>),
+    /// Dev mode: a static node list, placed in this process.
+    Static(Arc<crate::dev::StaticPlacement>),
+}
+
+impl RoomSource {
+    /// What a join needs to know about its room.
+    pub async fn resolve(
+        &self,
+        room: &RoomId,
+        region: Option<&Region>,
+    ) -> Result<RoomInfo, ResolveError> {
+        match self {
+            RoomSource::Kube(directory) => directory.resolve(room, region).await,
+            RoomSource::Static(placement) => placement.resolve(room, region),
+        }
+    }
+
+    /// Whether the source is working (the Kubernetes watches, for Room objects).
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            RoomSource::Kube(directory) => directory.is_watching(),
+            RoomSource::Static(_) => true,
+        }
+    }
 }
 
 /// What a join needs to know about its room.
@@ -54,6 +88,7 @@ pub struct RoomInfo {
     pub turn_urls: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct RoomDirectory {
     api: Api<Room>,
     store: Store<Room>,

@@ -28,7 +28,7 @@ pub struct AppState {
     /// This process's name in the store.
     pub pod: String,
     /// Rooms and placement from Kubernetes, when `--namespace` is set.
-    pub rooms: Option<Arc<crate::rooms::RoomDirectory>>,
+    pub rooms: Option<crate::rooms::RoomSource>,
     pub auth: AuthConfig,
     pub ice: crate::turn::IceConfig,
     pub limits: LimitArgs,
@@ -58,6 +58,8 @@ pub enum ServerError {
     SecretNeedsNamespace,
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
+    #[error("dev mode: {0}")]
+    Dev(#[from] crate::dev::DevError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -182,7 +184,7 @@ async fn not_ready(state: &AppState) -> Option<String> {
         return Some(format!("room state: {error}"));
     }
     if let Some(rooms) = &state.rooms
-        && !rooms.is_watching()
+        && !rooms.is_healthy()
     {
         return Some("the Kubernetes watch of Rooms and SfuNodes is failing".to_owned());
     }
@@ -368,6 +370,14 @@ async fn accept_loop(
 
 /// Serves until SIGTERM or Ctrl-C, then tells every client to reconnect elsewhere and closes.
 pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
+    serve_with(args, None).await
+}
+
+/// [`serve`], plus dev mode's in-process placement and demo routes when `dev` is given.
+pub async fn serve_with(
+    args: ServeArgs,
+    dev: Option<crate::dev::DevMode>,
+) -> Result<(), ServerError> {
     let auth = auth_config(&args.auth)?;
     let hub = Hub::default();
     let store: Arc<dyn crate::store::RoomStore> = match &args.state.redis_url {
@@ -393,8 +403,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
                 .with_mailbox_len(args.state.mailbox_len)?,
         ),
     };
+    let (static_rooms, dev_signer) = match dev {
+        Some(dev) => (Some(dev.placement), Some(Arc::new(dev.signer))),
+        None => (None, None),
+    };
     let rooms = match &args.kube.namespace {
-        None => None,
+        None => static_rooms.map(crate::rooms::RoomSource::Static),
         Some(namespace) => {
             let client = kube::Client::try_default()
                 .await
@@ -415,7 +429,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
             )
             .await;
             directory.wait_ready().await;
-            Some(directory)
+            Some(crate::rooms::RoomSource::Kube(directory))
         }
     };
     let secret = match (
@@ -463,6 +477,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
             source,
         })?;
     tracing::info!(addr = %args.listen, "serving signaling");
+    let mut app = router(state.clone());
+    if args.demo {
+        app = app.merge(crate::dev::demo_routes());
+    }
+    if let Some(signer) = dev_signer {
+        app = app.merge(crate::dev::token_route(signer));
+        let local = listener.local_addr().unwrap_or(args.listen);
+        println!(
+            "Switchboard dev mode is up. Open http://{local}/?room=demo in two browser tabs (same room) to make a call."
+        );
+    }
     let hub = state.hub.clone();
     let grace = args.limits.shutdown_grace;
     let shutdown_hub = hub.clone();
@@ -472,7 +497,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         shutdown_hub.shutdown(u64::try_from(grace.as_millis() / 2).unwrap_or(u64::MAX));
     };
     let header_timeout = args.limits.header_read_timeout;
-    accept_loop(listener, router(state), header_timeout, shutdown).await;
+    accept_loop(listener, app, header_timeout, shutdown).await;
     // The WebSocket sessions run on after the listener stops: wait for them to finish their
     // close handshakes, but never past the grace period, so a pod always exits in time.
     let drained = async {

@@ -137,7 +137,9 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
             Err(error) => {
                 let code = match &error {
                     ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
-                    ResolveError::PlacementTimeout(_) => ErrorCode::PlacementTimeout,
+                    ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
+                        ErrorCode::PlacementTimeout
+                    }
                     ResolveError::Create { .. } => ErrorCode::Internal,
                 };
                 tracing::debug!(%error, "join refused");

@@ -36,11 +36,6 @@ impl SignalingProcess {
 
     /// Like [`SignalingProcess::start`], with extra environment (for example `KUBECONFIG`).
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-signaling-")
-            .tempdir()
-            .map_err(HarnessError::io("create a signaling directory"))?;
         let port = free_port()?;
         let mut all = vec![
             "serve".to_owned(),
@@ -48,6 +43,24 @@ impl SignalingProcess {
             format!("--jwt-hs256={TEST_KID}={TEST_SECRET}"),
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::launch(port, all, env)
+    }
+
+    /// Starts `switchboard-signaling dev` (in-memory state, generated key, demo page) with
+    /// `args`.
+    pub fn start_dev(args: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let mut all = vec!["dev".to_owned(), format!("--listen=127.0.0.1:{port}")];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::launch(port, all, &[])
+    }
+
+    fn launch(port: u16, all: Vec<String>, env: &[(&str, &str)]) -> Result<Self> {
+        let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-signaling-")
+            .tempdir()
+            .map_err(HarnessError::io("create a signaling directory"))?;
         let mut process = ChildProcess::spawn(
             "switchboard-signaling",
             &bin,
@@ -119,6 +132,11 @@ impl SignalingProcess {
     }
 
     /// `ws://127.0.0.1:<port>/v1/ws`
+    /// `http://127.0.0.1:<port>`
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/v1/ws", self.port)
     }
