@@ -275,9 +275,12 @@ impl Hub {
         }
     }
 
-    /// Rooms with connections in this process.
-    pub fn rooms_here(&self) -> Vec<RoomId> {
-        self.rooms().keys().cloned().collect()
+    /// Connections per room in this process.
+    pub fn local_counts(&self) -> Vec<(RoomId, usize)> {
+        self.rooms()
+            .iter()
+            .map(|(room, members)| (room.clone(), members.len()))
+            .collect()
     }
 
     /// Connections in this process.

@@ -299,24 +299,44 @@ async fn report_participants(
     store: Arc<dyn crate::store::RoomStore>,
 ) {
     let mut reported: HashMap<RoomId, usize> = HashMap::new();
+    // This pod's own count per room at the last tick: a room is recounted in the shared
+    // state when it changes here, and every room every FULL_RECOUNT ticks (for joins and
+    // leaves on other pods), so an idle pod does not ask Redis about every room each second.
+    let mut local_before: HashMap<RoomId, usize> = HashMap::new();
+    const FULL_RECOUNT: u64 = 10;
+    let mut ticks = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        ticks += 1;
+        let local: HashMap<RoomId, usize> = hub.local_counts().into_iter().collect();
+        let full = ticks.is_multiple_of(FULL_RECOUNT);
+        let mut due: Vec<RoomId> = local
+            .iter()
+            .filter(|(room, count)| full || local_before.get(*room) != Some(*count))
+            .map(|(room, _)| room.clone())
+            .collect();
+        due.extend(
+            local_before
+                .keys()
+                .chain(reported.keys())
+                .filter(|room| {
+                    !local.contains_key(*room) && (full || local_before.contains_key(*room))
+                })
+                .cloned(),
+        );
+        due.sort();
+        due.dedup();
+        local_before = local;
         let mut current: HashMap<RoomId, usize> = HashMap::new();
-        for room in hub.rooms_here().into_iter().chain(reported.keys().cloned()) {
-            if current.contains_key(&room) {
-                continue;
-            }
+        for room in due {
             match store.count(&room).await {
                 Ok(count) => {
                     current.insert(room, count as usize);
                 }
+                // Not reported this time; a wrong zero would start the empty-room timeout.
                 Err(error) => tracing::debug!(%error, "cannot count participants"),
             }
-        }
-        // Rooms that emptied since the last report are reported as 0.
-        for room in reported.keys() {
-            current.entry(room.clone()).or_insert(0);
         }
         for (room, count) in &current {
             if reported.get(room) == Some(count) {
