@@ -244,14 +244,7 @@ async fn restore_after_outage(state: Arc<AppState>) {
         if !rooms.contains_key(&session.room) {
             match state.store.participants(&session.room).await {
                 Ok(entries) => {
-                    let list = entries
-                        .into_iter()
-                        .map(|e| Participant {
-                            id: e.id,
-                            user: e.user,
-                            name: e.name,
-                        })
-                        .collect();
+                    let list = entries.iter().map(|e| e.public()).collect();
                     rooms.insert(session.room.clone(), list);
                 }
                 Err(error) => {

@@ -19,21 +19,16 @@ use tokio::sync::mpsc;
 
 use crate::auth::JoinClaims;
 use crate::hub::{Member, Outbound, SessionSignal};
-use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
+use crate::ids::{ParticipantId, RoomId};
 use crate::limits::{Admit, TokenBucket};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    ClientMessage, CloseCode, ErrorCode, MsgRef, PROTOCOL_VERSION, Participant, Resume,
-    ResumeToken, ServerMessage, parse_client_message,
+    ClientMessage, CloseCode, ErrorCode, MsgRef, PROTOCOL_VERSION, Resume, ResumeToken,
+    ServerMessage, parse_client_message,
 };
 use crate::rooms::ResolveError;
 use crate::server::AppState;
 use crate::store::{ParticipantEntry, ResumeRequest, StoreError};
-
-/// A participant as others see it.
-fn participant(id: ParticipantId, user: UserId, name: Option<DisplayName>) -> Participant {
-    Participant { id, user, name }
-}
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -233,10 +228,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         v: PROTOCOL_VERSION,
         participant_id: id.clone(),
         room: room.clone(),
-        participants: participants
-            .into_iter()
-            .map(|p| participant(p.id, p.user, p.name))
-            .collect(),
+        participants: participants.iter().map(|p| p.public()).collect(),
         sfu,
         ice_servers: state.ice.servers_for(claims.user.as_str(), &turn_urls),
         resume_token: session.clone(),

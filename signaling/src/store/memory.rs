@@ -17,7 +17,7 @@ use super::{
     Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
 };
 use crate::ids::{ParticipantId, RoomId};
-use crate::protocol::{LeaveReason, Participant, ResumeToken, ServerMessage};
+use crate::protocol::{LeaveReason, ResumeToken, ServerMessage};
 
 /// Room state in a mutex. Every operation is short and never awaits while holding the lock,
 /// which is what makes each one atomic.
@@ -136,7 +136,7 @@ impl MemoryStore {
         }
         let rewritten = state.remove(room, &entry.id).is_some();
         if !rewritten {
-            state.announce(room, None, &joined(&entry));
+            state.announce(room, None, &entry.joined_message());
         }
         state.insert(room, Slot::new(entry, deadline));
         let participants = state.entries(room);
@@ -260,24 +260,12 @@ impl MemoryStore {
         if taken {
             return false;
         }
-        state.announce(room, None, &joined(&entry));
+        state.announce(room, None, &entry.joined_message());
         let mut slot = Slot::new(entry, deadline);
         slot.seq = seq;
         state.insert(room, slot);
         true
     }
-}
-
-/// `participantJoined` for an entry, as clients see it.
-fn joined(entry: &ParticipantEntry) -> String {
-    ServerMessage::ParticipantJoined {
-        participant: Participant {
-            id: entry.id.clone(),
-            user: entry.user.clone(),
-            name: entry.name.clone(),
-        },
-    }
-    .to_json()
 }
 
 /// `participantLeft` for a participant, as clients see it.

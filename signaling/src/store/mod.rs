@@ -88,7 +88,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
-use crate::protocol::ResumeToken;
+use crate::protocol::{Participant, ResumeToken, ServerMessage};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{DEFAULT_TIMEOUT, PubSubMode, RedisStore};
@@ -114,6 +114,25 @@ pub struct ParticipantEntry {
     /// The session's current resume token: only its holder may resume this participant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeToken>,
+}
+
+impl ParticipantEntry {
+    /// The participant as other clients see it (no pod, no resume token).
+    pub fn public(&self) -> Participant {
+        Participant {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The `participantJoined` message announcing this participant.
+    pub fn joined_message(&self) -> String {
+        ServerMessage::ParticipantJoined {
+            participant: self.public(),
+        }
+        .to_json()
+    }
 }
 
 /// What the store tells the process holding participants' connections.

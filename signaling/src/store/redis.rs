@@ -29,7 +29,6 @@ use super::{
     Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix, split_payload,
 };
 use crate::ids::{ParticipantId, RoomId};
-use crate::protocol::{Participant, ServerMessage};
 
 /// How long one operation may take, connecting included, before it counts as unavailable.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -208,18 +207,6 @@ fn keys(room: &RoomId) -> [String; 4] {
     ]
 }
 
-/// `participantJoined` for an entry, as clients see it.
-fn joined_text(entry: &ParticipantEntry) -> String {
-    ServerMessage::ParticipantJoined {
-        participant: Participant {
-            id: entry.id.clone(),
-            user: entry.user.clone(),
-            name: entry.name.clone(),
-        },
-    }
-    .to_json()
-}
-
 fn corrupt(room: &RoomId, source: serde_json::Error) -> StoreError {
     StoreError::Corrupt {
         room: room.clone(),
@@ -297,12 +284,9 @@ where
     ) -> BoxFuture<'a, Result<JoinOutcome>> {
         Box::pin(async move {
             // Cannot fail for a struct of strings; mapped rather than unwrapped all the same.
-            let json = serde_json::to_string(&entry).map_err(|source| StoreError::Corrupt {
-                room: room.clone(),
-                source,
-            })?;
+            let json = serde_json::to_string(&entry).map_err(|e| corrupt(room, e))?;
             let max_arg = max.to_string();
-            let announcement = joined_text(&entry);
+            let announcement = entry.joined_message();
             let args = [
                 entry.id.as_str(),
                 entry.user.as_str(),
@@ -403,7 +387,7 @@ where
         Box::pin(async move {
             let json = serde_json::to_string(&entry).map_err(|e| corrupt(room, e))?;
             let seq = seq.to_string();
-            let announcement = joined_text(&entry);
+            let announcement = entry.joined_message();
             let args = [
                 entry.id.as_str(),
                 entry.user.as_str(),
