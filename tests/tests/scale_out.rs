@@ -294,6 +294,36 @@ async fn a_killed_pod_is_a_non_event_for_clients_that_resume() {
     // Dave saw the same: carol left, alice never did.
     let left = dave.recv_type("participantLeft").await.unwrap();
     assert_eq!(left["id"], jc["participantId"]);
+
+    // Nothing of the dead pod is left in Redis: its liveness key and carol's entry and
+    // mailbox are gone; the live pods' keys are there.
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let carol = jc["participantId"].as_str().unwrap();
+    assert!(
+        !keys.contains(&"sb:pod:{dead}:alive".to_owned()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"sb:pod:{two}:alive".to_owned()), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.ends_with(carol)), "{keys:?}");
+    let entries: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("sb:room:{{{room}}}:participants"))
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert!(!entries.contains_key(carol), "{entries:?}");
+    assert!(
+        entries.values().all(|e| !e.contains(r#""pod":"dead""#)),
+        "{entries:?}"
+    );
     eprintln!("carol reported left {carol_left:?} after the kill");
 }
 
