@@ -45,6 +45,9 @@ SWITCHBOARD_CONTROLPLANE_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
 export SWITCHBOARD_CONTROLPLANE_DIR
 echo "ready in $(( $(date +%s) - cp_start ))s: $SWITCHBOARD_CONTROLPLANE_DIR"
 
+# One-off builds gain nothing from incremental compilation, and its caches take gigabytes.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
