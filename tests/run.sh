@@ -45,6 +45,12 @@ SWITCHBOARD_CONTROLPLANE_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
 export SWITCHBOARD_CONTROLPLANE_DIR
 echo "ready in $(( $(date +%s) - cp_start ))s: $SWITCHBOARD_CONTROLPLANE_DIR"
 
+say "benchmark peers (Centrifugo, socket.io) for the peer-bench smoke test"
+peers_start=$(date +%s)
+SWITCHBOARD_PEERS_DIR=$(bash tests/bench/peers/build.sh | tail -n 1)
+export SWITCHBOARD_PEERS_DIR
+echo "ready in $(( $(date +%s) - peers_start ))s: $SWITCHBOARD_PEERS_DIR"
+
 # One-off builds gain nothing from incremental compilation, and its caches take gigabytes.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
