@@ -7,6 +7,7 @@
 //! them down when the owning value is dropped, including when a test panics.
 
 pub mod binaries;
+pub mod chart;
 pub mod control_plane;
 pub mod coturn;
 pub mod http;
