@@ -522,3 +522,85 @@ mod tests {
         );
     }
 }
+
+/// One replica of a chart Deployment run as a local process: the image's binary with the
+/// container's exact arguments and environment, except the listen address (`listen_env`),
+/// moved to a free loopback port, and `KUBECONFIG`, the pod's ServiceAccount credentials.
+pub struct ChartPod {
+    process: crate::process::ChildProcess,
+    port: u16,
+    name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ChartPod {
+    /// Starts `binary` as pod `name` and waits until `/readyz` answers 200.
+    pub fn start(
+        binary: &Path,
+        name: &str,
+        command: &ContainerCommand,
+        listen_env: &str,
+        kubeconfig: &Path,
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-chart-pod-")
+            .tempdir()
+            .map_err(HarnessError::io("create a pod directory"))?;
+        let port = crate::free_port()?;
+        let mut env = command.env.clone();
+        if env
+            .insert(listen_env.to_owned(), format!("127.0.0.1:{port}"))
+            .is_none()
+        {
+            return Err(HarnessError::Build(format!(
+                "{name}: the chart does not set {listen_env}"
+            )));
+        }
+        env.insert("KUBECONFIG".to_owned(), kubeconfig.display().to_string());
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut process = crate::process::ChildProcess::spawn(
+            "chart pod",
+            binary,
+            &command.args,
+            &pairs,
+            &dir.path().join("pod.log"),
+        )?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            process.check_running()?;
+            if crate::http::get(port, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(HarnessError::NotReady {
+                    what: "chart pod",
+                    seconds: 30,
+                    log_tail: format!("{name}:\n{}", process.log_tail(20)),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(ChartPod {
+            process,
+            port,
+            name: name.to_owned(),
+            _dir: dir,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+}
+
+impl Drop for ChartPod {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.process.log_tail(40));
+        }
+    }
+}
