@@ -40,6 +40,12 @@ SWITCHBOARD_CONTROLPLANE_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
 export SWITCHBOARD_CONTROLPLANE_DIR
 echo "ready in $(( $(date +%s) - cp_start ))s: $SWITCHBOARD_CONTROLPLANE_DIR"
 
+say "chart tools (helm, kubeconform)"
+tools_start=$(date +%s)
+SWITCHBOARD_CHART_TOOLS_DIR=$(bash tests/tools/build.sh | tail -n 1)
+export SWITCHBOARD_CHART_TOOLS_DIR
+echo "ready in $(( $(date +%s) - tools_start ))s: $SWITCHBOARD_CHART_TOOLS_DIR"
+
 say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
