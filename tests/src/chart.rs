@@ -486,43 +486,6 @@ current-context: switchboard-test
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_names_follow_kubeconform() {
-        assert_eq!(
-            schema_file_name("Deployment", "apps", "v1"),
-            "deployment-apps-v1.json"
-        );
-        assert_eq!(schema_file_name("Pod", "", "v1"), "pod-v1.json");
-        assert_eq!(
-            schema_file_name("Role", "rbac.authorization.k8s.io", "v1"),
-            "role-rbac-v1.json"
-        );
-        assert_eq!(
-            schema_file_name("Room", "switchboard.dev", "v1alpha1"),
-            "room-switchboard-v1alpha1.json"
-        );
-    }
-
-    #[test]
-    fn crd_schemas_become_strict_and_nullable() {
-        let schema = openapi_v3_to_json_schema(&json!({
-            "type": "object",
-            "properties": {"a": {"type": "string", "nullable": true}, "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {}}}
-        }));
-        assert_eq!(schema["additionalProperties"], false);
-        assert_eq!(schema["properties"]["a"]["type"], json!(["string", "null"]));
-        assert!(
-            schema["properties"]["b"]
-                .get("additionalProperties")
-                .is_none()
-        );
-    }
-}
-
 /// One replica of a chart Deployment run as a local process: the image's binary with the
 /// container's exact arguments and environment, except the listen address (`listen_env`),
 /// moved to a free loopback port, and `KUBECONFIG`, the pod's ServiceAccount credentials.
@@ -602,5 +565,42 @@ impl Drop for ChartPod {
         if std::thread::panicking() {
             eprintln!("--- {} log ---\n{}", self.name, self.process.log_tail(40));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_follow_kubeconform() {
+        assert_eq!(
+            schema_file_name("Deployment", "apps", "v1"),
+            "deployment-apps-v1.json"
+        );
+        assert_eq!(schema_file_name("Pod", "", "v1"), "pod-v1.json");
+        assert_eq!(
+            schema_file_name("Role", "rbac.authorization.k8s.io", "v1"),
+            "role-rbac-v1.json"
+        );
+        assert_eq!(
+            schema_file_name("Room", "switchboard.dev", "v1alpha1"),
+            "room-switchboard-v1alpha1.json"
+        );
+    }
+
+    #[test]
+    fn crd_schemas_become_strict_and_nullable() {
+        let schema = openapi_v3_to_json_schema(&json!({
+            "type": "object",
+            "properties": {"a": {"type": "string", "nullable": true}, "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {}}}
+        }));
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["properties"]["a"]["type"], json!(["string", "null"]));
+        assert!(
+            schema["properties"]["b"]
+                .get("additionalProperties")
+                .is_none()
+        );
     }
 }
