@@ -152,7 +152,10 @@ async fn chart_on_kind_places_and_relays() {
     bob.send_json(&json!({"type": "answer", "to": joined_a["participantId"], "sdp": "v=0 answer"}))
         .await
         .unwrap();
-    assert_eq!(alice.recv_type("answer").await.unwrap()["sdp"], "v=0 answer");
+    assert_eq!(
+        alice.recv_type("answer").await.unwrap()["sdp"],
+        "v=0 answer"
+    );
 
     let signaling_sa = format!(
         "system:serviceaccount:{ns}:{}-switchboard-signaling",
@@ -161,7 +164,11 @@ async fn chart_on_kind_places_and_relays() {
     let operator_sa = format!("system:serviceaccount:{ns}:{operator}");
     let as_signaling: Api<Room> = Api::namespaced(client(&cluster, Some(signaling_sa)).await, ns);
     assert_eq!(
-        status_code(as_signaling.delete("e2e-room", &DeleteParams::default()).await),
+        status_code(
+            as_signaling
+                .delete("e2e-room", &DeleteParams::default())
+                .await
+        ),
         403
     );
     let as_operator: Api<Secret> = Api::namespaced(client(&cluster, Some(operator_sa)).await, ns);
