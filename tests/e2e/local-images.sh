@@ -3,7 +3,7 @@
 # container registry: the base images are made locally (Debian bookworm by debootstrap, brought
 # in with `docker import`) and passed as the Dockerfiles' BUILDER_IMAGE and RUNTIME_IMAGE.
 #
-#   switchboard-local/runtime:bookworm   minbase Debian (glibc, libgcc): the run stage
+#   switchboard-local/runtime:bookworm-caminbase Debian (glibc, libgcc, CA certificates): the run stage
 #   switchboard-local/builder:<rustc>    minbase Debian + gcc + this machine's Rust toolchain
 #                                        and crate cache (the build runs offline)
 #
@@ -46,10 +46,10 @@ add_rust() {
   cp -a "$cargo_home/registry/index" "$cargo_home/registry/cache" "$root/usr/local/cargo/registry/"
 }
 
-runtime=switchboard-local/runtime:bookworm
+runtime=switchboard-local/runtime:bookworm-ca
 builder="switchboard-local/builder:$(rustc -V | awk '{print $2}')"
 if ! docker image inspect "$runtime" >/dev/null 2>&1; then
-  extra= import_debian "$runtime" ""
+  extra= import_debian "$runtime" "ca-certificates"
 fi
 if ! docker image inspect "$builder" >/dev/null 2>&1; then
   extra=add_rust import_debian "$builder" "gcc,libc6-dev"
