@@ -3,7 +3,8 @@
 # container registry: the base images are made locally (Debian bookworm by debootstrap, brought
 # in with `docker import`) and passed as the Dockerfiles' BUILDER_IMAGE and RUNTIME_IMAGE.
 #
-#   switchboard-local/runtime:bookworm-caminbase Debian (glibc, libgcc, CA certificates): the run stage
+#   switchboard-local/runtime:bookworm-ca  minbase Debian (glibc, libgcc, CA certificates): the
+#                                        run stage
 #   switchboard-local/builder:<rustc>    minbase Debian + gcc + this machine's Rust toolchain
 #                                        and crate cache (the build runs offline)
 #
