@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -145,6 +147,11 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
         ])
         .unwrap();
     assert!(output.status.success(), "helm install: {}", text(&output));
+    assert!(
+        text(&output).contains("switchboard-signaling token --room"),
+        "the notes say how to mint a token: {}",
+        text(&output)
+    );
     eprintln!("helm install took {:?}", install_started.elapsed());
     let manifest = helm
         .run(["get", "manifest", RELEASE, "--namespace", NS])
@@ -375,9 +382,29 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
         joined_a["iceServers"][0]["urls"],
         json!(["turn:turn.example.com:3478"])
     );
-    let (mut bob, joined_b) = Client::join(&url, &join_token(&hs256, "bob", "standup"))
-        .await
+    // Bob's token is minted the way the install notes say: the key from the chart's Secret,
+    // then `switchboard-signaling token`.
+    let key = cp
+        .kubectl([
+            "-n",
+            NS,
+            "get",
+            "secret",
+            CONFIG_SECRET,
+            "-o",
+            "jsonpath={.data.jwt-hs256}",
+        ])
         .unwrap();
+    assert!(key.status.success(), "{}", text(&key));
+    let key = BASE64.decode(key.stdout.trim_ascii()).unwrap();
+    let minted = std::process::Command::new(&signaling_bin)
+        .args(["token", "--room", "standup", "--user", "bob", "--ttl", "5m"])
+        .env("SWITCHBOARD_JWT_HS256", String::from_utf8(key).unwrap())
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{}", text(&minted));
+    let bob_token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let (mut bob, joined_b) = Client::join(&url, &bob_token).await.unwrap();
     alice
         .send_json(&json!({"type": "offer", "to": joined_b["participantId"], "sdp": "v=0 offer"}))
         .await
