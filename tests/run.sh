@@ -8,13 +8,18 @@ started=$(date +%s)
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Debian packages the tests start for real: redis-server; coturn (turnserver and
-# turnutils_uclient); setpriv (util-linux) ties test servers' lifetime to the test that
-# started them.
+# Debian packages the tests start for real: redis-server (and redis-cli, which creates the
+# test Redis Cluster); coturn (turnserver and turnutils_uclient); setpriv (util-linux) ties
+# test servers' lifetime to the test that started them.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# Real-browser WebRTC tests: headless Chromium driven by playwright-core (npm), inside a
+# network namespace made with `ip netns`.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then

@@ -20,6 +20,36 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a join token with an HS256 key, for testing and development.
     Token(TokenArgs),
+    /// Everything in one process for trying Switchboard out: in-memory state, SFU nodes from
+    /// flags or a YAML file placed in-process, a generated signing key, and the demo page.
+    Dev(Box<DevArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Address to serve the demo page, `/v1/ws` and the probes on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// An SFU node as `NAME=URL` (repeatable), in region `local` with room for 1,000.
+    #[arg(long = "sfu", value_name = "NAME=URL")]
+    pub sfu: Vec<String>,
+    /// A YAML file of SfuNode objects, as for `kubectl apply` (repeatable).
+    #[arg(long = "sfu-file", value_name = "PATH")]
+    pub sfu_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub turn: TurnArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// How long a dropped connection can be resumed.
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub participant_ttl: Duration,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -45,6 +75,10 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Also serve the demo page at `/` and the JavaScript client at `/switchboard.js`. The page
+    /// then needs a join token in its URL (`?token=`).
+    #[arg(long, env = "SWITCHBOARD_DEMO")]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -152,13 +186,23 @@ pub struct LimitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// Redis URL for room state shared by all signaling pods; without it, state is kept in
-    /// this process only.
+    /// this process only. With `--redis-cluster`, a comma-separated list of cluster nodes.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// `--redis-url` names Redis Cluster nodes: use hash-slot routing and sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`, Redis 7 or newer).
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", requires = "redis_url")]
+    pub redis_cluster: bool,
     /// How long a participant stays listed without a refresh (the server refreshes every
-    /// third of it), so a crashed pod's participants disappear by themselves.
-    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// third of it). It is also the resume window: a dropped connection can be resumed, on any
+    /// pod, until then. A crashed pod's participants are announced as left
+    /// (`connection_lost`) within 4/3 of it, about 13 s with the default.
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub participant_ttl: Duration,
+    /// Relayed messages kept per participant for a resume; a client that missed more gets
+    /// `resume_failed` and joins afresh.
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_LEN", default_value_t = crate::store::DEFAULT_MAILBOX_LEN, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub mailbox_len: u32,
     /// This process's name in the room state; defaults to the pod or host name.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

@@ -1,20 +1,29 @@
-//! The rooms of this process: who is in each room and how to reach their connections.
+//! The connections of this process, by room and participant, and delivery to them.
 //!
-//! The hub is the one place that resolves a message's target, and it resolves it inside the
-//! sender's room only: a participant of another room is as unknown as an id that never
-//! existed, so no client can reach a connection outside its room (the original design let any
-//! client message any connection id).
+//! The hub does not decide who may talk to whom: every message a participant receives comes
+//! from the room store ([`crate::store::RoomStore::relay`] resolves the target inside the
+//! sender's room, on whichever pod it is), and arrives here as a [`StoreEvent`]. The hub puts
+//! it on the right connection's queue, in `seq` order and exactly once:
+//!
+//! - a session that is starting (between subscribing and sending `joined`) holds its live
+//!   messages back, so `joined` comes first and a resume's replayed messages come before the
+//!   live ones;
+//! - a relayed message whose `seq` the connection already has (replayed, then also received
+//!   live) is dropped.
 //!
 //! Sending never waits. Each connection has a bounded outgoing queue; when it is full the
-//! connection is closed as a slow consumer instead of delaying the sender or anyone else.
+//! connection is closed as a slow consumer instead of delaying anyone else. Its messages stay
+//! in its mailbox, so the client can resume and get them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
-use crate::protocol::{CloseCode, LeaveReason, Participant, ServerMessage};
+use crate::ids::{ParticipantId, RoomId};
+use crate::protocol::{CloseCode, ResumeToken, ServerMessage};
+use crate::store::{ParticipantEntry, StoreEvent};
 
 /// What a connection's writer task receives.
 #[derive(Debug, Clone)]
@@ -25,27 +34,49 @@ pub enum Outbound {
     Close(CloseCode),
 }
 
-/// The handle of one connected participant.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub participant: Participant,
-    tx: mpsc::Sender<Outbound>,
+/// What the hub and a session share about the session's fate.
+#[derive(Debug, Default)]
+pub struct SessionSignal {
     /// Woken when the connection must close although its queue is full.
-    pub kill: Arc<Notify>,
-    /// The last `seq` given to a relayed message for this participant.
-    seq: u64,
-    /// Handed back in `reconnect` when this process shuts down.
-    pub resume_token: Option<crate::protocol::ResumeToken>,
+    pub kill: Notify,
+    /// Set when a newer session took this participant over: the session then leaves the room
+    /// state alone, since it now belongs to the newer one.
+    replaced: AtomicBool,
+}
+
+impl SessionSignal {
+    pub fn was_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Acquire)
+    }
+}
+
+/// One connected participant.
+#[derive(Debug)]
+pub struct Member {
+    tx: mpsc::Sender<Outbound>,
+    signal: Arc<SessionSignal>,
+    /// The participant as the store keeps it, with the session's current resume token.
+    entry: ParticipantEntry,
+    /// The highest relayed `seq` put on the queue.
+    delivered: u64,
+    /// Live messages held back while the session starts; `None` once it is running.
+    held: Option<Vec<(u64, Arc<str>)>>,
 }
 
 impl Member {
-    pub fn new(participant: Participant, tx: mpsc::Sender<Outbound>) -> Self {
+    /// A starting session whose client has already seen messages up to `delivered`.
+    pub fn new(
+        entry: ParticipantEntry,
+        tx: mpsc::Sender<Outbound>,
+        signal: Arc<SessionSignal>,
+        delivered: u64,
+    ) -> Self {
         Member {
-            participant,
             tx,
-            kill: Arc::new(Notify::new()),
-            seq: 0,
-            resume_token: None,
+            signal,
+            entry,
+            delivered,
+            held: Some(Vec::new()),
         }
     }
 
@@ -54,317 +85,342 @@ impl Member {
         if self.tx.try_send(message).is_ok() {
             true
         } else {
-            self.kill.notify_one();
+            self.signal.kill.notify_one();
             false
         }
     }
+
+    /// Queues a relayed (`seq` > 0) or presence (`seq` 0) message, dropping duplicates.
+    fn deliver(&mut self, seq: u64, text: Arc<str>) {
+        if seq == 0 {
+            self.send(Outbound::Text(text));
+        } else if seq > self.delivered {
+            self.delivered = seq;
+            self.send(Outbound::Text(text));
+        }
+    }
+
+    fn session(&self) -> Option<&ResumeToken> {
+        self.entry.resume.as_ref()
+    }
 }
 
-/// Why a join was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    #[error("the room is full ({max} participants)")]
-    RoomFull { max: u32 },
+/// A connected participant's state, for restoring the room state after it was lost.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub room: RoomId,
+    pub entry: ParticipantEntry,
+    pub delivered: u64,
 }
 
-/// Why a relay was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
-    /// Unknown id, or a participant of another room: the same answer either way.
-    #[error("no participant {0} in this room")]
-    UnknownParticipant(String),
-}
+type Rooms = HashMap<RoomId, HashMap<ParticipantId, Member>>;
 
-#[derive(Default)]
-struct Room {
-    members: HashMap<ParticipantId, Member>,
-}
-
-/// The outcome of a join.
-#[derive(Debug)]
-pub struct Joined {
-    /// Everyone in the room after the join, the joiner included.
-    pub participants: Vec<Participant>,
-    /// The older session of the same user, already told to close.
-    pub replaced: Option<ParticipantId>,
-}
-
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 pub struct Hub {
-    rooms: Arc<Mutex<HashMap<RoomId, Room>>>,
+    rooms: Arc<Mutex<Rooms>>,
 }
 
 impl Hub {
-    /// Adds a participant, replacing an older session of the same user (reason
-    /// `duplicate_identity`), and tells the others. `max` counts the room after the join.
-    pub fn join(
+    /// The lock is never held across an await or while anything can panic, so a poisoned
+    /// lock still holds consistent data.
+    fn rooms(&self) -> MutexGuard<'_, Rooms> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a starting session. An older connection of the same participant in this process
+    /// (a client resuming faster than its old connection was noticed dead) is closed.
+    pub fn register(&self, room: &RoomId, member: Member) {
+        let id = member.entry.id.clone();
+        let mut rooms = self.rooms();
+        if let Some(old) = rooms.entry(room.clone()).or_default().insert(id, member) {
+            retire(&old);
+        }
+    }
+
+    /// Removes a session, if it is still the one registered (`session` is its resume token).
+    /// Returns whether no connection of this participant is left here, in which case its
+    /// channel can be unsubscribed.
+    pub fn unregister(&self, room: &RoomId, id: &ParticipantId, session: &ResumeToken) -> bool {
+        let mut rooms = self.rooms();
+        let Some(members) = rooms.get_mut(room) else {
+            return true;
+        };
+        match members.get(id) {
+            Some(member) if member.session() == Some(session) => {
+                members.remove(id);
+                if members.is_empty() {
+                    rooms.remove(room);
+                }
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// Ends a session's start: queues `missed` (a resume's replay), then what was held back,
+    /// each only if newer than what the connection has.
+    pub fn release(
         &self,
         room: &RoomId,
-        member: Member,
-        max: Option<u32>,
-    ) -> Result<Joined, JoinError> {
-        let Ok(mut rooms) = self.rooms.lock() else {
-            return Err(JoinError::RoomFull { max: 0 });
+        id: &ParticipantId,
+        session: &ResumeToken,
+        missed: Vec<(u64, Arc<str>)>,
+    ) {
+        let mut rooms = self.rooms();
+        let Some(member) = rooms.get_mut(room).and_then(|m| m.get_mut(id)) else {
+            return;
         };
-        let state = rooms.entry(room.clone()).or_default();
-        let user = member.participant.user.clone();
-        let replaced = state
-            .members
-            .iter()
-            .find(|(_, m)| m.participant.user == user)
-            .map(|(id, _)| id.clone());
-        let count_after = state.members.len() + 1 - usize::from(replaced.is_some());
-        if let Some(max) = max
-            && count_after > max as usize
-        {
-            return Err(JoinError::RoomFull { max });
+        if member.session() != Some(session) {
+            return;
         }
-        if let Some(old_id) = &replaced
-            && let Some(old) = state.members.remove(old_id)
-        {
-            old.send(Outbound::Close(CloseCode::Replaced));
-            broadcast(
-                state,
-                None,
-                &ServerMessage::ParticipantLeft {
-                    id: old_id.clone(),
-                    reason: LeaveReason::DuplicateIdentity,
-                },
-            );
+        for (seq, text) in missed {
+            member.deliver(seq, text);
         }
-        let joined_msg = ServerMessage::ParticipantJoined {
-            participant: member.participant.clone(),
-        };
-        broadcast(state, None, &joined_msg);
-        let id = member.participant.id.clone();
-        state.members.insert(id, member);
-        let participants = state
-            .members
-            .values()
-            .map(|m| m.participant.clone())
-            .collect();
-        Ok(Joined {
-            participants,
-            replaced,
-        })
+        for (seq, text) in member.held.take().unwrap_or_default() {
+            member.deliver(seq, text);
+        }
     }
 
-    /// Removes a participant and tells the others why. Returns false if it was not there
-    /// (already replaced, for instance).
-    pub fn leave(&self, room: &RoomId, id: &ParticipantId, reason: LeaveReason) -> bool {
-        let Ok(mut rooms) = self.rooms.lock() else {
-            return false;
-        };
-        let Some(state) = rooms.get_mut(room) else {
-            return false;
-        };
-        if state.members.remove(id).is_none() {
-            return false;
+    /// Handles what the store sends this process.
+    pub fn on_event(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Message {
+                room,
+                to,
+                seq,
+                text,
+            } => {
+                let mut rooms = self.rooms();
+                if let Some(member) = rooms.get_mut(&room).and_then(|m| m.get_mut(&to)) {
+                    match &mut member.held {
+                        Some(held) => held.push((seq, text)),
+                        None => member.deliver(seq, text),
+                    }
+                }
+            }
+            StoreEvent::Replaced { room, to, by } => {
+                let mut rooms = self.rooms();
+                let Some(members) = rooms.get_mut(&room) else {
+                    return;
+                };
+                if members.get(&to).is_some_and(|m| m.session() != Some(&by))
+                    && let Some(old) = members.remove(&to)
+                {
+                    retire(&old);
+                    if members.is_empty() {
+                        rooms.remove(&room);
+                    }
+                }
+            }
+            StoreEvent::Lost | StoreEvent::Restored => {}
         }
-        broadcast(
-            state,
-            None,
-            &ServerMessage::ParticipantLeft {
-                id: id.clone(),
-                reason,
-            },
-        );
-        if state.members.is_empty() {
-            rooms.remove(room);
-        }
-        true
     }
 
-    /// Delivers a message from `from` to `to`, both in `room`. `build` gets the recipient's
-    /// next `seq`, so the server, not the client, stamps sender and order.
-    pub fn relay(
-        &self,
-        room: &RoomId,
-        to: &ParticipantId,
-        build: impl FnOnce(u64) -> ServerMessage,
-    ) -> Result<(), RelayError> {
-        let Ok(mut rooms) = self.rooms.lock() else {
-            return Err(RelayError::UnknownParticipant(to.as_str().to_owned()));
-        };
-        let Some(target) = rooms.get_mut(room).and_then(|r| r.members.get_mut(to)) else {
-            return Err(RelayError::UnknownParticipant(to.as_str().to_owned()));
-        };
-        target.seq += 1;
-        let text: Arc<str> = build(target.seq).to_json().into();
-        target.send(Outbound::Text(text));
-        Ok(())
+    /// Sends a message to one connection.
+    pub fn send(&self, room: &RoomId, id: &ParticipantId, message: &ServerMessage) {
+        if let Some(member) = self.rooms().get(room).and_then(|m| m.get(id)) {
+            member.send(Outbound::Text(message.to_json().into()));
+        }
     }
 
-    /// Sends a message to everyone in the room.
+    /// Sends a message to this process's connections in the room (every pod watches the
+    /// Room itself, so each tells its own clients).
     pub fn broadcast(&self, room: &RoomId, message: &ServerMessage) {
-        if let Ok(mut rooms) = self.rooms.lock()
-            && let Some(state) = rooms.get_mut(room)
-        {
-            broadcast(state, None, message);
+        if let Some(members) = self.rooms().get(room) {
+            let text: Arc<str> = message.to_json().into();
+            for member in members.values() {
+                member.send(Outbound::Text(text.clone()));
+            }
         }
+    }
+
+    /// Every running session, for restoring the room state after it was lost.
+    pub fn snapshot(&self) -> Vec<Snapshot> {
+        self.rooms()
+            .iter()
+            .flat_map(|(room, members)| {
+                members.values().map(|m| Snapshot {
+                    room: room.clone(),
+                    entry: m.entry.clone(),
+                    delivered: m.delivered,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest `seq` queued to a connection.
+    pub fn delivered(&self, room: &RoomId, id: &ParticipantId) -> Option<u64> {
+        self.rooms()
+            .get(room)
+            .and_then(|m| m.get(id))
+            .map(|m| m.delivered)
     }
 
     /// Graceful shutdown: tells every client to reconnect (to another pod, through the same
     /// URL) with its resume token, spread over `spread_ms` so a pod's clients do not all
     /// arrive at once, then closes with 1001.
     pub fn shutdown(&self, spread_ms: u64) {
-        if let Ok(rooms) = self.rooms.lock() {
-            for (i, member) in rooms.values().flat_map(|s| s.members.values()).enumerate() {
-                if let Some(token) = &member.resume_token {
-                    let retry_after_ms = Some((i as u64).wrapping_mul(7919) % spread_ms.max(1));
-                    let message = ServerMessage::Reconnect {
-                        resume_token: token.clone(),
-                        retry_after_ms,
-                    };
-                    member.send(Outbound::Text(message.to_json().into()));
-                }
-                member.send(Outbound::Close(CloseCode::GoingAway));
+        let rooms = self.rooms();
+        for (i, member) in rooms.values().flat_map(|m| m.values()).enumerate() {
+            if let Some(token) = member.session() {
+                let retry_after_ms = Some((i as u64).wrapping_mul(7919) % spread_ms.max(1));
+                let message = ServerMessage::Reconnect {
+                    resume_token: token.clone(),
+                    retry_after_ms,
+                };
+                member.send(Outbound::Text(message.to_json().into()));
             }
+            member.send(Outbound::Close(CloseCode::GoingAway));
         }
     }
 
-    /// Participants in a room right now.
-    pub fn count(&self, room: &RoomId) -> usize {
-        self.rooms
-            .lock()
-            .ok()
-            .and_then(|r| r.get(room).map(|s| s.members.len()))
-            .unwrap_or(0)
-    }
-
-    /// Participants per room in this process.
-    pub fn counts(&self) -> Vec<(RoomId, usize)> {
-        self.rooms
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .map(|(id, s)| (id.clone(), s.members.len()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Rooms with connections in this process.
+    pub fn rooms_here(&self) -> Vec<RoomId> {
+        self.rooms().keys().cloned().collect()
     }
 
     /// Connections in this process.
     pub fn connections(&self) -> usize {
-        self.rooms
-            .lock()
-            .map(|r| r.values().map(|s| s.members.len()).sum())
-            .unwrap_or(0)
+        self.rooms().values().map(HashMap::len).sum()
     }
 }
 
-fn broadcast(state: &Room, except: Option<&ParticipantId>, message: &ServerMessage) {
-    let text: Arc<str> = message.to_json().into();
-    for (id, member) in &state.members {
-        if Some(id) != except {
-            member.send(Outbound::Text(text.clone()));
-        }
-    }
-}
-
-/// A participant as others see it.
-pub fn participant(id: ParticipantId, user: UserId, name: Option<DisplayName>) -> Participant {
-    Participant { id, user, name }
+/// Closes a connection a newer session replaced.
+fn retire(member: &Member) {
+    member.signal.replaced.store(true, Ordering::Release);
+    member.send(Outbound::Close(CloseCode::Replaced));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Sdp;
+    use crate::ids::UserId;
 
-    fn member(id: &str, user: &str, capacity: usize) -> (Member, mpsc::Receiver<Outbound>) {
+    fn token(s: &str) -> ResumeToken {
+        ResumeToken::parse(s).unwrap()
+    }
+
+    fn member(
+        id: &str,
+        session: &str,
+        capacity: usize,
+        delivered: u64,
+    ) -> (Member, mpsc::Receiver<Outbound>, Arc<SessionSignal>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let p = participant(
-            ParticipantId::parse(id).unwrap(),
-            UserId::parse(user).unwrap(),
-            None,
-        );
-        (Member::new(p, tx), rx)
+        let entry = ParticipantEntry {
+            id: ParticipantId::parse(id).unwrap(),
+            user: UserId::parse("alice").unwrap(),
+            name: None,
+            pod: "here".into(),
+            resume: Some(token(session)),
+        };
+        let signal = Arc::new(SessionSignal::default());
+        (
+            Member::new(entry, tx, signal.clone(), delivered),
+            rx,
+            signal,
+        )
     }
 
     fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(m) = rx.try_recv() {
-            if let Outbound::Text(t) = m {
-                out.push(t.to_string());
+            match m {
+                Outbound::Text(t) => out.push(t.to_string()),
+                Outbound::Close(code) => out.push(format!("close {}", code.code())),
             }
         }
         out
     }
 
-    #[test]
-    fn relay_stays_inside_the_room() {
-        let hub = Hub::default();
-        let (a, mut arx) = member("a", "alice", 16);
-        let (b, mut brx) = member("b", "bob", 16);
-        let room1 = RoomId::parse("one").unwrap();
-        let room2 = RoomId::parse("two").unwrap();
-        hub.join(&room1, a, None).unwrap();
-        hub.join(&room2, b, None).unwrap();
-        let offer = |seq| ServerMessage::Offer {
-            from: ParticipantId::parse("a").unwrap(),
-            sdp: Sdp::parse("v=0").unwrap(),
+    fn message(room: &RoomId, to: &str, seq: u64) -> StoreEvent {
+        StoreEvent::Message {
+            room: room.clone(),
+            to: ParticipantId::parse(to).unwrap(),
             seq,
-        };
-        let err = hub
-            .relay(&room1, &ParticipantId::parse("b").unwrap(), offer)
-            .unwrap_err();
-        assert_eq!(err, RelayError::UnknownParticipant("b".into()));
-        assert!(texts(&mut brx).is_empty(), "nothing reached the other room");
-        assert!(texts(&mut arx).is_empty());
+            text: format!("m{seq}").into(),
+        }
     }
 
+    /// Live messages wait until the session is released; the replay comes first, and a
+    /// message both replayed and received live is delivered once.
     #[test]
-    fn duplicate_identity_replaces_the_older_session() {
+    fn release_orders_replay_before_live_and_drops_duplicates() {
         let hub = Hub::default();
         let room = RoomId::parse("r").unwrap();
-        let (old, mut old_rx) = member("p1", "alice", 16);
-        let (other, mut other_rx) = member("p2", "bob", 16);
-        let (new, _new_rx) = member("p3", "alice", 16);
-        hub.join(&room, old, None).unwrap();
-        hub.join(&room, other, None).unwrap();
-        let joined = hub.join(&room, new, Some(2)).unwrap();
-        assert_eq!(joined.replaced.as_ref().map(|p| p.as_str()), Some("p1"));
-        assert_eq!(joined.participants.len(), 2);
-        assert!(
-            matches!(old_rx.try_recv(), Ok(Outbound::Text(_))),
-            "old session first saw bob join"
+        let (m, mut rx, _) = member("p1", "rt1.a", 16, 2);
+        hub.register(&room, m);
+        hub.on_event(message(&room, "p1", 4));
+        hub.on_event(message(&room, "p1", 5));
+        assert!(texts(&mut rx).is_empty(), "held until release");
+        let missed: Vec<(u64, Arc<str>)> = vec![(3, "m3".into()), (4, "m4".into())];
+        hub.release(
+            &room,
+            &ParticipantId::parse("p1").unwrap(),
+            &token("rt1.a"),
+            missed,
         );
-        assert!(
-            std::iter::from_fn(|| old_rx.try_recv().ok())
-                .any(|m| matches!(m, Outbound::Close(CloseCode::Replaced)))
-        );
-        let seen = texts(&mut other_rx).join("\n");
-        assert!(
-            seen.contains("duplicate_identity") && seen.contains("participantJoined"),
-            "{seen}"
-        );
+        hub.on_event(message(&room, "p1", 5));
+        hub.on_event(message(&room, "p1", 6));
+        assert_eq!(texts(&mut rx), ["m3", "m4", "m5", "m6"]);
     }
 
+    /// A `replaced` naming another session closes this one; naming this one changes nothing.
     #[test]
-    fn full_rooms_refuse_and_slow_consumers_are_cut() {
+    fn replaced_closes_only_other_sessions() {
         let hub = Hub::default();
         let room = RoomId::parse("r").unwrap();
-        let (a, _arx) = member("a", "alice", 1);
-        let (b, _brx) = member("b", "bob", 1);
-        let kill = a.kill.clone();
-        hub.join(&room, a, Some(1)).unwrap();
-        assert_eq!(
-            hub.join(&room, b, Some(1)).unwrap_err(),
-            JoinError::RoomFull { max: 1 }
-        );
-        let to = ParticipantId::parse("a").unwrap();
-        let offer = |seq| ServerMessage::Offer {
-            from: ParticipantId::parse("x").unwrap(),
-            sdp: Sdp::parse("v=0").unwrap(),
-            seq,
-        };
-        hub.relay(&room, &to, offer).unwrap();
-        hub.relay(&room, &to, offer).unwrap();
-        // The second message did not fit: the connection is told to close.
+        let (m, mut rx, signal) = member("p1", "rt1.a", 16, 0);
+        hub.register(&room, m);
+        let p1 = ParticipantId::parse("p1").unwrap();
+        hub.on_event(StoreEvent::Replaced {
+            room: room.clone(),
+            to: p1.clone(),
+            by: token("rt1.a"),
+        });
+        assert!(!signal.was_replaced());
+        hub.on_event(StoreEvent::Replaced {
+            room: room.clone(),
+            to: p1.clone(),
+            by: token("rt1.b"),
+        });
+        assert!(signal.was_replaced());
+        assert_eq!(texts(&mut rx), ["close 4001"]);
+        assert_eq!(hub.connections(), 0);
+    }
+
+    /// Unregistering an old session leaves its successor (same participant) in place.
+    #[test]
+    fn unregister_keeps_a_newer_session() {
+        let hub = Hub::default();
+        let room = RoomId::parse("r").unwrap();
+        let p1 = ParticipantId::parse("p1").unwrap();
+        let (old, _old_rx, old_signal) = member("p1", "rt1.a", 16, 0);
+        let (new, _new_rx, _) = member("p1", "rt1.b", 16, 0);
+        hub.register(&room, old);
+        hub.register(&room, new);
+        assert!(old_signal.was_replaced());
+        assert!(!hub.unregister(&room, &p1, &token("rt1.a")));
+        assert_eq!(hub.connections(), 1);
+        assert!(hub.unregister(&room, &p1, &token("rt1.b")));
+        assert_eq!(hub.connections(), 0);
+    }
+
+    /// A full queue cuts the slow consumer instead of blocking the sender.
+    #[test]
+    fn slow_consumers_are_cut() {
         use futures::FutureExt;
+        let hub = Hub::default();
+        let room = RoomId::parse("r").unwrap();
+        let p1 = ParticipantId::parse("p1").unwrap();
+        let (m, _rx, signal) = member("p1", "rt1.a", 1, 0);
+        hub.register(&room, m);
+        hub.release(&room, &p1, &token("rt1.a"), Vec::new());
+        hub.on_event(message(&room, "p1", 1));
+        hub.on_event(message(&room, "p1", 2));
         assert!(
-            kill.notified().now_or_never().is_some(),
+            signal.kill.notified().now_or_never().is_some(),
             "slow consumer not cut"
         );
     }

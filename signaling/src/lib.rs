@@ -8,14 +8,19 @@
 //! - [`auth`]: join-token (JWT) verification, done before the WebSocket upgrade.
 //! - [`limits`]: the per-connection rate limit.
 //!
-//! The server around it: [`server`] (HTTP, upgrade, shutdown), [`session`] (one connection),
-//! [`hub`] (this process's rooms and the relay), [`config`] (command line).
+//! The server around it: [`server`] (HTTP, upgrade, shutdown, the store's event loop),
+//! [`session`] (one connection, from `join` to close), [`store`] (room state and message
+//! delivery across pods: the Redis layout is documented there), [`hub`] (this process's
+//! connections and in-order delivery to them), [`rooms`] (Rooms and SfuNodes from
+//! Kubernetes), [`turn`] (ICE servers), [`metrics`], [`config`] (command line).
 
 pub mod auth;
 pub mod config;
+pub mod dev;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod rooms;
 pub mod server;

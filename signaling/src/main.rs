@@ -1,4 +1,5 @@
-//! `switchboard-signaling` entry point: `serve` runs the server, `token` mints a join token.
+//! `switchboard-signaling` entry point: `serve` runs the server, `dev` runs everything in one
+//! process with the demo page, `token` mints a join token.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -45,6 +46,17 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "signaling stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dev(args) => {
+            init_tracing(args.log_format);
+            match switchboard_signaling::dev::run(*args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "dev mode stopped");
+                    eprintln!("switchboard-signaling dev: {error}");
                     ExitCode::FAILURE
                 }
             }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -42,6 +43,40 @@ pub enum ResolveError {
         #[source]
         source: kube::Error,
     },
+    /// Dev mode: no node of the static list has room.
+    #[error("no SFU node can take the room: {0}")]
+    NoFit(String),
+}
+
+/// Where rooms and their placement come from.
+#[derive(Debug, Clone)]
+pub enum RoomSource {
+    /// Room objects placed by the operator.
+    Kube(Arc<RoomDirectory>),
+    /// Dev mode: a static node list, placed in this process.
+    Static(Arc<crate::dev::StaticPlacement>),
+}
+
+impl RoomSource {
+    /// What a join needs to know about its room.
+    pub async fn resolve(
+        &self,
+        room: &RoomId,
+        region: Option<&Region>,
+    ) -> Result<RoomInfo, ResolveError> {
+        match self {
+            RoomSource::Kube(directory) => directory.resolve(room, region).await,
+            RoomSource::Static(placement) => placement.resolve(room, region),
+        }
+    }
+
+    /// Whether the source is working (the Kubernetes watches, for Room objects).
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            RoomSource::Kube(directory) => directory.is_watching(),
+            RoomSource::Static(_) => true,
+        }
+    }
 }
 
 /// What a join needs to know about its room.
@@ -53,12 +88,16 @@ pub struct RoomInfo {
     pub turn_urls: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct RoomDirectory {
     api: Api<Room>,
     store: Store<Room>,
     nodes: Store<SfuNode>,
     namespace: String,
     auto_create: Option<AutoCreate>,
+    /// Whether the Room and SfuNode watches last succeeded, for `/readyz`.
+    rooms_watch: Arc<AtomicBool>,
+    nodes_watch: Arc<AtomicBool>,
 }
 
 fn sfu_of(room: &Room) -> Option<SfuInfo> {
@@ -80,19 +119,35 @@ impl RoomDirectory {
         namespace: &str,
         auto_create: Option<AutoCreate>,
         hub: Hub,
+        room_store: Arc<dyn crate::store::RoomStore>,
     ) -> Arc<Self> {
         let api: Api<Room> = Api::namespaced(client, namespace);
         let (store, writer) = reflector::store();
         let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
+            .default_backoff();
         let notify_hub = hub.clone();
+        let rooms_watch = Arc::new(AtomicBool::new(false));
+        let rooms_ok = rooms_watch.clone();
         tokio::spawn(async move {
             // The SFU each room was last seen on, to spot moves.
             let mut known: HashMap<String, SfuInfo> = HashMap::new();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
-                let Ok(room) = event else { continue };
+                // Any event, even an empty initial list, shows the watch works.
+                let room = match event {
+                    Ok(watcher::Event::Apply(room) | watcher::Event::InitApply(room)) => {
+                        rooms_ok.store(true, Ordering::Release);
+                        room
+                    }
+                    Ok(_) => {
+                        rooms_ok.store(true, Ordering::Release);
+                        continue;
+                    }
+                    Err(_) => {
+                        rooms_ok.store(false, Ordering::Release);
+                        continue;
+                    }
+                };
                 let (Some(name), Some(sfu)) = (room.metadata.name.clone(), sfu_of(&room)) else {
                     continue;
                 };
@@ -110,9 +165,13 @@ impl RoomDirectory {
         let node_stream =
             reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
                 .default_backoff();
+        let nodes_watch = Arc::new(AtomicBool::new(false));
+        let nodes_ok = nodes_watch.clone();
         tokio::spawn(async move {
             futures::pin_mut!(node_stream);
-            while node_stream.next().await.is_some() {}
+            while let Some(event) = node_stream.next().await {
+                nodes_ok.store(event.is_ok(), Ordering::Release);
+            }
         });
         let directory = Arc::new(RoomDirectory {
             api,
@@ -120,8 +179,10 @@ impl RoomDirectory {
             nodes,
             namespace: namespace.to_owned(),
             auto_create,
+            rooms_watch,
+            nodes_watch,
         });
-        tokio::spawn(report_participants(directory.clone(), hub));
+        tokio::spawn(report_participants(directory.clone(), hub, room_store));
         directory
     }
 
@@ -145,6 +206,11 @@ impl RoomDirectory {
     /// Waits until the first list of Rooms has arrived (for readiness).
     pub async fn wait_ready(&self) {
         let _ = self.store.wait_until_ready().await;
+    }
+
+    /// Whether both watches are working now (the last attempt of each succeeded).
+    pub fn is_watching(&self) -> bool {
+        self.rooms_watch.load(Ordering::Acquire) && self.nodes_watch.load(Ordering::Acquire)
     }
 
     fn lookup(&self, room: &RoomId) -> Option<Arc<Room>> {
@@ -223,15 +289,31 @@ impl RoomDirectory {
     }
 }
 
-/// Copies this process's participant counts into `Room.status.participants` once a second,
-/// only for rooms whose count changed, for the operator's empty-room timeout.
-async fn report_participants(directory: Arc<RoomDirectory>, hub: Hub) {
+/// Copies the participant counts of the rooms this process serves into
+/// `Room.status.participants` once a second, only for rooms whose count changed, for the
+/// operator's empty-room timeout. The counts are the room's total in the shared state, so
+/// pods serving the same room write the same number.
+async fn report_participants(
+    directory: Arc<RoomDirectory>,
+    hub: Hub,
+    store: Arc<dyn crate::store::RoomStore>,
+) {
     let mut reported: HashMap<RoomId, usize> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let counts = hub.counts();
-        let mut current: HashMap<RoomId, usize> = counts.into_iter().collect();
+        let mut current: HashMap<RoomId, usize> = HashMap::new();
+        for room in hub.rooms_here().into_iter().chain(reported.keys().cloned()) {
+            if current.contains_key(&room) {
+                continue;
+            }
+            match store.count(&room).await {
+                Ok(count) => {
+                    current.insert(room, count as usize);
+                }
+                Err(error) => tracing::debug!(%error, "cannot count participants"),
+            }
+        }
         // Rooms that emptied since the last report are reported as 0.
         for room in reported.keys() {
             current.entry(room.clone()).or_insert(0);

@@ -16,7 +16,9 @@ use crate::auth::{AuthConfig, AuthError, KeyAlgorithm};
 use crate::config::{AuthArgs, LimitArgs, ServeArgs};
 use crate::hub::Hub;
 use crate::ids::RoomId;
+use crate::protocol::{Participant, ServerMessage};
 use crate::session;
+use crate::store::StoreEvent;
 
 /// Everything a connection needs.
 pub struct AppState {
@@ -26,10 +28,11 @@ pub struct AppState {
     /// This process's name in the store.
     pub pod: String,
     /// Rooms and placement from Kubernetes, when `--namespace` is set.
-    pub rooms: Option<Arc<crate::rooms::RoomDirectory>>,
+    pub rooms: Option<crate::rooms::RoomSource>,
     pub auth: AuthConfig,
     pub ice: crate::turn::IceConfig,
     pub limits: LimitArgs,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Why the server could not start.
@@ -55,6 +58,8 @@ pub enum ServerError {
     SecretNeedsNamespace,
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
+    #[error("dev mode: {0}")]
+    Dev(#[from] crate::dev::DevError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -173,29 +178,120 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready while the room state answers; liveness (`/healthz`) never depends on Redis, so a
-/// Redis outage takes pods out of rotation instead of restarting them all.
+/// Why the pod is not ready, or `None` when it is.
+async fn not_ready(state: &AppState) -> Option<String> {
+    if let Err(error) = state.store.ping().await {
+        return Some(format!("room state: {error}"));
+    }
+    if let Some(rooms) = &state.rooms
+        && !rooms.is_healthy()
+    {
+        return Some("the Kubernetes watch of Rooms and SfuNodes is failing".to_owned());
+    }
+    None
+}
+
+/// Ready while the room state answers and the Kubernetes watch works; liveness (`/healthz`)
+/// depends on neither, so a Redis outage takes pods out of rotation instead of restarting
+/// them all.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let probe = RoomId::parse("readyz-probe");
-    match probe {
-        Ok(room) => match state.store.count(&room).await {
-            Ok(_) => (StatusCode::OK, "ok").into_response(),
-            Err(error) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("room state: {error}"),
-            )
-                .into_response(),
-        },
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    match not_ready(&state).await {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
-    format!(
-        "# HELP switchboard_signaling_connections Joined WebSocket connections in this process\n# TYPE switchboard_signaling_connections gauge\nswitchboard_signaling_connections {}\n",
-        state.hub.connections()
-    )
+    let ready = not_ready(&state).await.is_none();
+    state.metrics.render(state.hub.connections(), ready)
 }
+
+/// Delivers what the store sends to this process's connections, and rebuilds the room state
+/// from them when the store's link comes back after an outage.
+async fn dispatch_store_events(state: Arc<AppState>) {
+    let Some(mut events) = state.store.events() else {
+        return;
+    };
+    while let Some(event) = events.recv().await {
+        match event {
+            StoreEvent::Restored => {
+                tokio::spawn(restore_after_outage(state.clone()));
+            }
+            StoreEvent::Lost => {
+                crate::metrics::Metrics::add(&state.metrics.state_link_losses);
+            }
+            event => state.hub.on_event(event),
+        }
+    }
+}
+
+/// After the message link was down, messages may be lost and Redis may have restarted empty:
+/// put every participant connected here back, then tell each client the room as it is now
+/// (`resync`), so it renegotiates instead of waiting for messages that will never come.
+async fn restore_after_outage(state: Arc<AppState>) {
+    let sessions = state.hub.snapshot();
+    for session in &sessions {
+        if let Err(error) = state
+            .store
+            .restore(&session.room, session.entry.clone(), session.delivered)
+            .await
+        {
+            tracing::warn!(%error, room = %session.room.as_str(), "cannot restore participant");
+        }
+    }
+    let mut rooms: HashMap<RoomId, Vec<Participant>> = HashMap::new();
+    for session in sessions {
+        if !rooms.contains_key(&session.room) {
+            match state.store.participants(&session.room).await {
+                Ok(entries) => {
+                    let list = entries
+                        .into_iter()
+                        .map(|e| Participant {
+                            id: e.id,
+                            user: e.user,
+                            name: e.name,
+                        })
+                        .collect();
+                    rooms.insert(session.room.clone(), list);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list participants for resync");
+                    continue;
+                }
+            }
+        }
+        let participants = rooms.get(&session.room).cloned().unwrap_or_default();
+        let seq = state
+            .hub
+            .delivered(&session.room, &session.entry.id)
+            .unwrap_or(session.delivered);
+        state.hub.send(
+            &session.room,
+            &session.entry.id,
+            &ServerMessage::Resync { participants, seq },
+        );
+        crate::metrics::Metrics::add(&state.metrics.resyncs);
+    }
+    tracing::info!(
+        rooms = rooms.len(),
+        "room state restored after the outage; clients told to resync"
+    );
+}
+
+/// Renews this pod's liveness key every second.
+async fn heartbeat(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = state.store.heartbeat(&state.pod, POD_LIVENESS_TTL).await {
+            tracing::debug!(%error, "cannot renew the pod liveness key");
+        }
+    }
+}
+
+/// How long a pod's liveness key outlives its last renewal.
+const POD_LIVENESS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -274,10 +370,45 @@ async fn accept_loop(
 
 /// Serves until SIGTERM or Ctrl-C, then tells every client to reconnect elsewhere and closes.
 pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
+    serve_with(args, None).await
+}
+
+/// [`serve`], plus dev mode's in-process placement and demo routes when `dev` is given.
+pub async fn serve_with(
+    args: ServeArgs,
+    dev: Option<crate::dev::DevMode>,
+) -> Result<(), ServerError> {
     let auth = auth_config(&args.auth)?;
     let hub = Hub::default();
+    let store: Arc<dyn crate::store::RoomStore> = match &args.state.redis_url {
+        Some(nodes) if args.state.redis_cluster => {
+            let nodes: Vec<String> = nodes.split(',').map(|n| n.trim().to_owned()).collect();
+            Arc::new(
+                crate::store::RedisStore::connect_cluster(
+                    &nodes,
+                    args.state.participant_ttl,
+                    crate::store::DEFAULT_TIMEOUT,
+                )
+                .await?
+                .with_mailbox_len(args.state.mailbox_len)?,
+            )
+        }
+        Some(url) => Arc::new(
+            crate::store::RedisStore::connect(url, args.state.participant_ttl)
+                .await?
+                .with_mailbox_len(args.state.mailbox_len)?,
+        ),
+        None => Arc::new(
+            crate::store::MemoryStore::new(args.state.participant_ttl)?
+                .with_mailbox_len(args.state.mailbox_len)?,
+        ),
+    };
+    let (static_rooms, dev_signer) = match dev {
+        Some(dev) => (Some(dev.placement), Some(Arc::new(dev.signer))),
+        None => (None, None),
+    };
     let rooms = match &args.kube.namespace {
-        None => None,
+        None => static_rooms.map(crate::rooms::RoomSource::Static),
         Some(namespace) => {
             let client = kube::Client::try_default()
                 .await
@@ -289,11 +420,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
                     .max(1),
                 placement_wait: args.kube.placement_wait,
             });
-            let directory =
-                crate::rooms::RoomDirectory::start(client, namespace, auto_create, hub.clone())
-                    .await;
+            let directory = crate::rooms::RoomDirectory::start(
+                client,
+                namespace,
+                auto_create,
+                hub.clone(),
+                store.clone(),
+            )
+            .await;
             directory.wait_ready().await;
-            Some(directory)
+            Some(crate::rooms::RoomSource::Kube(directory))
         }
     };
     let secret = match (
@@ -316,12 +452,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         secret,
         credential_ttl: args.turn.credential_ttl,
     };
-    let store: Arc<dyn crate::store::RoomStore> = match &args.state.redis_url {
-        Some(url) => {
-            Arc::new(crate::store::RedisStore::connect(url, args.state.participant_ttl).await?)
-        }
-        None => Arc::new(crate::store::MemoryStore::new(args.state.participant_ttl)?),
-    };
     let pod = args
         .state
         .pod_name
@@ -336,7 +466,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         auth,
         ice,
         limits: args.limits.clone(),
+        metrics: crate::metrics::Metrics::default(),
     });
+    tokio::spawn(dispatch_store_events(state.clone()));
+    tokio::spawn(heartbeat(state.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -344,6 +477,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
             source,
         })?;
     tracing::info!(addr = %args.listen, "serving signaling");
+    let mut app = router(state.clone());
+    if args.demo {
+        app = app.merge(crate::dev::demo_routes());
+    }
+    if let Some(signer) = dev_signer {
+        app = app.merge(crate::dev::token_route(signer));
+        let local = listener.local_addr().unwrap_or(args.listen);
+        println!(
+            "Switchboard dev mode is up. Open http://{local}/?room=demo in two browser tabs (same room) to make a call."
+        );
+    }
     let hub = state.hub.clone();
     let grace = args.limits.shutdown_grace;
     let shutdown_hub = hub.clone();
@@ -353,7 +497,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServerError> {
         shutdown_hub.shutdown(u64::try_from(grace.as_millis() / 2).unwrap_or(u64::MAX));
     };
     let header_timeout = args.limits.header_read_timeout;
-    accept_loop(listener, router(state), header_timeout, shutdown).await;
+    accept_loop(listener, app, header_timeout, shutdown).await;
     // The WebSocket sessions run on after the listener stops: wait for them to finish their
     // close handshakes, but never past the grace period, so a pod always exits in time.
     let drained = async {

@@ -3,10 +3,12 @@
 //! A join, followed from the socket to the reply: [`run`] splits the socket into a writer task
 //! (draining the connection's bounded queue, sending pings) and the reader loop below. The
 //! reader checks each frame (size, UTF-8, text only), the rate limit, and parses it with
-//! [`crate::protocol::parse_client_message`]. A `join` goes to [`crate::hub::Hub::join`], which answers
-//! the others with `participantJoined`; the joiner gets `joined` with the participants, its
-//! ICE servers and resume token. Offers, answers and candidates go through [`crate::hub::Hub::relay`],
-//! which resolves `to` inside the sender's room only.
+//! [`crate::protocol::parse_client_message`]. A `join` goes to [`join`]: the Room's placement
+//! from [`crate::rooms`], then [`crate::store::RoomStore::join`], which admits the participant
+//! and tells the others (`participantJoined`, on any pod); the joiner gets `joined` with the
+//! participants, its ICE servers and resume token. Offers, answers and candidates go through
+//! [`crate::store::RoomStore::relay`], which resolves `to` inside the sender's room only and
+//! delivers to the pod holding the target, whose [`crate::hub::Hub`] puts it on the socket.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,16 +18,22 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::auth::JoinClaims;
-use crate::hub::{Member, Outbound, participant};
-use crate::ids::{ParticipantId, RoomId};
+use crate::hub::{Member, Outbound, SessionSignal};
+use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
 use crate::limits::{Admit, TokenBucket};
+use crate::metrics::Metrics;
 use crate::protocol::{
-    ClientMessage, CloseCode, ErrorCode, LeaveReason, PROTOCOL_VERSION, ResumeToken, ServerMessage,
-    parse_client_message,
+    ClientMessage, CloseCode, ErrorCode, MsgRef, PROTOCOL_VERSION, Participant, Resume,
+    ResumeToken, ServerMessage, parse_client_message,
 };
 use crate::rooms::ResolveError;
 use crate::server::AppState;
-use crate::store::{ParticipantEntry, StoreError};
+use crate::store::{ParticipantEntry, ResumeRequest, StoreError};
+
+/// A participant as others see it.
+fn participant(id: ParticipantId, user: UserId, name: Option<DisplayName>) -> Participant {
+    Participant { id, user, name }
+}
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -63,12 +71,195 @@ fn receive_error_close(error: &axum::Error) -> CloseCode {
 struct Joined {
     room: RoomId,
     id: ParticipantId,
-    /// Kept to re-register after the store lost it (a Redis restart): the state is rebuilt
-    /// from the connections that are still here.
+    /// The participant as stored, with this session's resume token; kept to restore it after
+    /// the store lost it (a Redis restart): the state is rebuilt from the connections that
+    /// are still here.
     entry: ParticipantEntry,
-    max: u32,
     /// The room's SfuNode TURN URLs, for `iceServersRefresh`.
     turn_urls: Vec<String>,
+}
+
+impl Joined {
+    fn session(&self) -> Option<&ResumeToken> {
+        self.entry.resume.as_ref()
+    }
+}
+
+/// A fresh resume token for participant `id`. The id rides in the token so a reconnecting
+/// client can be subscribed to its channel before the store checks the token.
+fn new_resume_token(id: &ParticipantId) -> Option<ResumeToken> {
+    ResumeToken::parse(&format!("rt1.{}.{}", random_hex(16), id.as_str())).ok()
+}
+
+/// The participant a resume token names.
+fn token_participant(token: &ResumeToken) -> Option<ParticipantId> {
+    let rest = token.as_str().strip_prefix("rt1.")?;
+    let (_, id) = rest.split_once('.')?;
+    ParticipantId::parse(id).ok()
+}
+
+/// Why a join or resume did not happen: the `error` to send back.
+struct Refused(ServerMessage);
+
+impl Refused {
+    fn new(code: ErrorCode, message: impl Into<String>, msg_ref: Option<MsgRef>) -> Self {
+        Refused(ServerMessage::error(code, message, msg_ref))
+    }
+}
+
+/// Everything a join needs from the connection.
+struct Joining<'a> {
+    state: &'a Arc<AppState>,
+    claims: &'a JoinClaims,
+    tx: &'a mpsc::Sender<Outbound>,
+    signal: &'a Arc<SessionSignal>,
+    resume: Option<Resume>,
+    msg_ref: Option<MsgRef>,
+}
+
+/// A join, from the room lookup to `joined`: looks the Room up (or creates it), registers the
+/// connection with the hub (holding live messages back), subscribes to the participant's
+/// channel, enters the room in the store (or resumes there), answers `joined`, and only then
+/// releases the replayed and held messages, so `joined` always comes first.
+async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
+    let Joining {
+        state,
+        claims,
+        tx,
+        signal,
+        resume,
+        msg_ref,
+    } = j;
+    let (max, sfu, turn_urls) = match &state.rooms {
+        None => (state.limits.default_max_participants, None, Vec::new()),
+        Some(rooms) => match rooms.resolve(&claims.room, claims.region.as_ref()).await {
+            Ok(info) => (info.max_participants, info.sfu, info.turn_urls),
+            Err(error) => {
+                let code = match &error {
+                    ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
+                    ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
+                        ErrorCode::PlacementTimeout
+                    }
+                    ResolveError::Create { .. } => ErrorCode::Internal,
+                };
+                tracing::debug!(%error, "join refused");
+                return Err(Refused::new(code, error.to_string(), msg_ref));
+            }
+        },
+    };
+    let room = &claims.room;
+    let id = match &resume {
+        Some(r) => token_participant(&r.token).ok_or_else(|| {
+            Refused::new(
+                ErrorCode::ResumeFailed,
+                "cannot resume: the resume token is not one this server issued",
+                msg_ref.clone(),
+            )
+        })?,
+        None => ParticipantId::parse(&format!("p-{}", random_hex(8)))
+            .map_err(|_| Refused::new(ErrorCode::Internal, "cannot make a participant id", None))?,
+    };
+    let internal = || Refused::new(ErrorCode::Internal, "cannot make a resume token", None);
+    let session = new_resume_token(&id).ok_or_else(internal)?;
+    let entry = ParticipantEntry {
+        id: id.clone(),
+        user: claims.user.clone(),
+        name: claims.name.clone(),
+        pod: state.pod.clone(),
+        resume: Some(session.clone()),
+    };
+    let delivered = resume.as_ref().map_or(0, |r| r.last_seq);
+    state.hub.register(
+        room,
+        Member::new(entry.clone(), tx.clone(), signal.clone(), delivered),
+    );
+    if let Err(error) = state.store.listen(room, &id).await {
+        undo_join(state, room, &id, &session).await;
+        tracing::warn!(%error, "cannot subscribe a participant");
+        return Err(Refused::new(
+            ErrorCode::Internal,
+            "room state is unavailable; retry shortly",
+            msg_ref,
+        ));
+    }
+    let entered = match &resume {
+        None => state
+            .store
+            .join(room, entry.clone(), max)
+            .await
+            .map(|admitted| (admitted.participants, 0, Vec::new())),
+        Some(r) => state
+            .store
+            .resume(
+                room,
+                ResumeRequest {
+                    user: &claims.user,
+                    token: &r.token,
+                    last_seq: r.last_seq,
+                    new_token: &session,
+                    pod: &state.pod,
+                },
+            )
+            .await
+            .map(|resumed| (resumed.participants, resumed.seq, resumed.missed)),
+    };
+    let (participants, seq, missed) = match entered {
+        Ok(entered) => entered,
+        Err(error) => {
+            undo_join(state, room, &id, &session).await;
+            return Err(match error {
+                StoreError::RoomFull { max } => Refused::new(
+                    ErrorCode::RoomFull,
+                    format!("the room is full ({max} participants)"),
+                    msg_ref,
+                ),
+                StoreError::ResumeRefused(why) => Refused::new(
+                    ErrorCode::ResumeFailed,
+                    format!("cannot resume: {why}"),
+                    msg_ref,
+                ),
+                error => {
+                    tracing::warn!(%error, "room state unavailable");
+                    Refused::new(
+                        ErrorCode::Internal,
+                        "room state is unavailable; retry shortly",
+                        msg_ref,
+                    )
+                }
+            });
+        }
+    };
+    let joined = ServerMessage::Joined {
+        v: PROTOCOL_VERSION,
+        participant_id: id.clone(),
+        room: room.clone(),
+        participants: participants
+            .into_iter()
+            .map(|p| participant(p.id, p.user, p.name))
+            .collect(),
+        sfu,
+        ice_servers: state.ice.servers_for(claims.user.as_str(), &turn_urls),
+        resume_token: session.clone(),
+        seq,
+        resumed: resume.is_some(),
+        msg_ref,
+    };
+    let _ = tx.try_send(Outbound::Text(joined.to_json().into()));
+    state.hub.release(room, &id, &session, missed);
+    tracing::debug!(room = %room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), resumed = resume.is_some(), "joined");
+    Ok(Joined {
+        room: room.clone(),
+        id,
+        entry,
+        turn_urls,
+    })
+}
+
+/// Takes back a join that failed half-way.
+async fn undo_join(state: &AppState, room: &RoomId, id: &ParticipantId, session: &ResumeToken) {
+    if state.hub.unregister(room, id, session) {
+        state.store.unlisten(room, id).await;
+    }
 }
 
 /// Runs a connection until it closes.
@@ -76,10 +267,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let limits = state.limits.clone();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(limits.send_queue.max(1));
-    let kill = Arc::new(tokio::sync::Notify::new());
+    let signal = Arc::new(SessionSignal::default());
 
     // Writer: the only task that writes to the socket.
-    let writer_kill = kill.clone();
+    let writer_signal = signal.clone();
     let ping_interval = limits.ping_interval;
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(ping_interval);
@@ -98,7 +289,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     }
                     None => break,
                 },
-                _ = writer_kill.notified() => {
+                _ = writer_signal.kill.notified() => {
                     // A slow consumer: its queue is full, so close it without waiting on it.
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::PolicyViolation))).await;
                     break;
@@ -123,7 +314,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let join_deadline = tokio::time::Instant::now() + limits.join_timeout;
     let mut last_seen = tokio::time::Instant::now();
     let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
-    let mut leave_reason = LeaveReason::ConnectionLost;
+    // Only a `leave` (or a client close with 1000) leaves the room at once; any other end
+    // keeps the participant for a resume until its entry expires.
+    let mut left_on_purpose = false;
     let mut refresh =
         tokio::time::interval((state.store.participant_ttl() / 3).max(Duration::from_millis(100)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,18 +350,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             _ = refresh.tick(), if joined.is_some() => {
                 if let Some(j) = &joined {
-                    match state.store.refresh(&j.room, &j.id).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(room = %j.room.as_str(), participant = %j.id.as_str(), "participant missing from the store; registering again");
-                            let _ = state.store.join(&j.room, j.entry.clone(), j.max).await;
-                        }
-                        Err(error) => tracing::debug!(%error, "cannot refresh participant"),
-                    }
+                    keep_alive(&state, j).await;
                 }
                 continue;
             }
-            _ = kill.notified() => break,
+            _ = signal.kill.notified() => break,
         };
         let Some(frame) = frame else { break };
         last_seen = tokio::time::Instant::now();
@@ -178,8 +364,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 close(CloseCode::UnsupportedData);
                 break;
             }
-            Ok(Message::Close(_)) => {
-                leave_reason = LeaveReason::Left;
+            Ok(Message::Close(frame)) => {
+                left_on_purpose = frame.is_some_and(|f| f.code == 1000);
                 break;
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
@@ -221,102 +407,30 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     msg_ref,
                 ));
             }
-            (ClientMessage::Join { .. }, None) => {
-                // The lookup future is boxed: kept inline, it would make every connection's
-                // task as large as its biggest await, for the whole life of the connection.
-                let (max, sfu, turn_urls) = match &state.rooms {
-                    None => (state.limits.default_max_participants, None, Vec::new()),
-                    Some(rooms) => {
-                        match Box::pin(rooms.resolve(&claims.room, claims.region.as_ref())).await {
-                            Ok(info) => (info.max_participants, info.sfu, info.turn_urls),
-                            Err(error) => {
-                                let code = match &error {
-                                    ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
-                                    ResolveError::PlacementTimeout(_) => {
-                                        ErrorCode::PlacementTimeout
-                                    }
-                                    ResolveError::Create { .. } => ErrorCode::Internal,
-                                };
-                                tracing::debug!(%error, "join refused");
-                                reply(ServerMessage::error(code, error.to_string(), msg_ref));
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let Ok(id) = ParticipantId::parse(&format!("p-{}", random_hex(8))) else {
-                    break;
-                };
-                let entry = ParticipantEntry {
-                    id: id.clone(),
-                    user: claims.user.clone(),
-                    name: claims.name.clone(),
-                    pod: state.pod.clone(),
-                };
-                // The store admits within the room's limit across every pod and replaces an
-                // older session of the same user; the hub then wires up this connection.
-                let admitted = match state.store.join(&claims.room, entry.clone(), max).await {
-                    Ok(admitted) => admitted,
-                    Err(StoreError::RoomFull { max }) => {
-                        reply(ServerMessage::error(
-                            ErrorCode::RoomFull,
-                            format!("the room is full ({max} participants)"),
-                            msg_ref,
-                        ));
-                        continue;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "room state unavailable");
-                        reply(ServerMessage::error(
-                            ErrorCode::Internal,
-                            "room state is unavailable; retry shortly",
-                            msg_ref,
-                        ));
-                        continue;
-                    }
-                };
-                let Ok(resume_token) = ResumeToken::parse(&format!("rt1.{}", random_hex(16)))
-                else {
-                    break;
-                };
-                let me = participant(id.clone(), claims.user.clone(), claims.name.clone());
-                let mut member = Member::new(me, tx.clone());
-                member.kill = kill.clone();
-                member.resume_token = Some(resume_token.clone());
-                if let Err(error) = state.hub.join(&claims.room, member, None) {
-                    let _ = state.store.leave(&claims.room, &id).await;
-                    reply(ServerMessage::error(
-                        ErrorCode::RoomFull,
-                        error.to_string(),
-                        msg_ref,
-                    ));
-                    continue;
-                }
-
-                reply(ServerMessage::Joined {
-                    v: PROTOCOL_VERSION,
-                    participant_id: id.clone(),
-                    room: claims.room.clone(),
-                    participants: admitted
-                        .participants
-                        .into_iter()
-                        .map(|p| participant(p.id, p.user, p.name))
-                        .collect(),
-                    sfu,
-                    ice_servers: state.ice.servers_for(claims.user.as_str(), &turn_urls),
-                    resume_token,
-                    seq: 0,
-                    resumed: false,
+            (ClientMessage::Join { resume, .. }, None) => {
+                let resuming = resume.is_some();
+                // Boxed: kept inline, the join's awaits would make every connection's task as
+                // large as the join's biggest state, for the whole life of the connection.
+                let joining = Joining {
+                    state: &state,
+                    claims: &claims,
+                    tx: &tx,
+                    signal: &signal,
+                    resume,
                     msg_ref,
-                });
-                tracing::debug!(room = %claims.room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), "joined");
-                joined = Some(Joined {
-                    room: claims.room.clone(),
-                    id,
-                    entry,
-                    max,
-                    turn_urls,
-                });
+                };
+                let outcome = Box::pin(join(joining)).await;
+                let counter = match (&outcome, resuming) {
+                    (Ok(_), false) => &state.metrics.joins,
+                    (Ok(_), true) => &state.metrics.resumes,
+                    (Err(_), false) => &state.metrics.join_failures,
+                    (Err(_), true) => &state.metrics.resume_failures,
+                };
+                Metrics::add(counter);
+                match outcome {
+                    Ok(j) => joined = Some(j),
+                    Err(Refused(error)) => reply(error),
+                }
             }
             (_, None) => {
                 reply(ServerMessage::error(
@@ -327,40 +441,31 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             (ClientMessage::Offer { to, sdp, .. }, Some(j)) => {
                 let from = j.id.clone();
-                if state
-                    .hub
-                    .relay(&j.room, &to, |seq| ServerMessage::Offer { from, sdp, seq })
-                    .is_err()
-                {
-                    reply(unknown(&to, msg_ref));
+                let message = ServerMessage::Offer { from, sdp, seq: 0 };
+                if let Some(error) = relay(&state, j, &to, &message, msg_ref).await {
+                    reply(error);
                 }
             }
             (ClientMessage::Answer { to, sdp, .. }, Some(j)) => {
                 let from = j.id.clone();
-                if state
-                    .hub
-                    .relay(&j.room, &to, |seq| ServerMessage::Answer { from, sdp, seq })
-                    .is_err()
-                {
-                    reply(unknown(&to, msg_ref));
+                let message = ServerMessage::Answer { from, sdp, seq: 0 };
+                if let Some(error) = relay(&state, j, &to, &message, msg_ref).await {
+                    reply(error);
                 }
             }
             (ClientMessage::Candidate { to, candidate, .. }, Some(j)) => {
                 let from = j.id.clone();
-                if state
-                    .hub
-                    .relay(&j.room, &to, |seq| ServerMessage::Candidate {
-                        from,
-                        candidate,
-                        seq,
-                    })
-                    .is_err()
-                {
-                    reply(unknown(&to, msg_ref));
+                let message = ServerMessage::Candidate {
+                    from,
+                    candidate,
+                    seq: 0,
+                };
+                if let Some(error) = relay(&state, j, &to, &message, msg_ref).await {
+                    reply(error);
                 }
             }
             (ClientMessage::Leave { .. }, Some(_)) => {
-                leave_reason = LeaveReason::Left;
+                left_on_purpose = true;
                 close(CloseCode::Normal);
                 break;
             }
@@ -369,10 +474,19 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     }
 
     if let Some(j) = joined {
-        state.hub.leave(&j.room, &j.id, leave_reason);
-        if let Err(error) = state.store.leave(&j.room, &j.id).await {
+        let last_here = j
+            .session()
+            .is_none_or(|session| state.hub.unregister(&j.room, &j.id, session));
+        // A replaced session leaves the room state alone: a newer session owns it now.
+        if left_on_purpose
+            && !signal.was_replaced()
+            && let Err(error) = state.store.leave(&j.room, &j.id).await
+        {
             // The entry expires on its own after the participant TTL.
             tracing::debug!(%error, "cannot remove participant from the store");
+        }
+        if last_here {
+            state.store.unlisten(&j.room, &j.id).await;
         }
     }
     if we_closed {
@@ -389,6 +503,60 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     }
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// Extends the participant's entry, putting it back if the store lost it.
+async fn keep_alive(state: &AppState, j: &Joined) {
+    match state.store.refresh(&j.room, &j.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let delivered = j
+                .session()
+                .and_then(|_| state.hub.delivered(&j.room, &j.id))
+                .unwrap_or(0);
+            match state
+                .store
+                .restore(&j.room, j.entry.clone(), delivered)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(room = %j.room.as_str(), participant = %j.id.as_str(), "participant was missing from the room state; restored");
+                }
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "cannot restore participant"),
+            }
+        }
+        Err(error) => tracing::debug!(%error, "cannot refresh participant"),
+    }
+}
+
+/// Relays a message through the store, which finds the target inside the sender's room on
+/// whichever pod it is. Returns the error to send back, if any.
+async fn relay(
+    state: &AppState,
+    j: &Joined,
+    to: &ParticipantId,
+    message: &ServerMessage,
+    msg_ref: Option<MsgRef>,
+) -> Option<ServerMessage> {
+    let outcome = state.store.relay(&j.room, to, &message.to_json()).await;
+    let counter = match &outcome {
+        Ok(Some(_)) => &state.metrics.relayed,
+        _ => &state.metrics.relay_failures,
+    };
+    Metrics::add(counter);
+    match outcome {
+        Ok(Some(_)) => None,
+        Ok(None) => Some(unknown(to, msg_ref)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot relay");
+            Some(ServerMessage::error(
+                ErrorCode::Internal,
+                "room state is unavailable; the message was not delivered",
+                msg_ref,
+            ))
+        }
+    }
 }
 
 fn unknown(to: &ParticipantId, msg_ref: Option<crate::protocol::MsgRef>) -> ServerMessage {

@@ -7,6 +7,7 @@
 //! them down when the owning value is dropped, including when a test panics.
 
 pub mod binaries;
+pub mod browser;
 pub mod chart;
 pub mod control_plane;
 pub mod coturn;
@@ -15,6 +16,7 @@ pub mod objects;
 pub mod operator;
 pub mod pki;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod signaling;
 pub mod tools;
@@ -22,6 +24,7 @@ pub mod tools;
 pub use control_plane::ControlPlane;
 pub use coturn::Coturn;
 pub use operator::{OperatorProcess, fast_args};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 use std::path::PathBuf;

@@ -23,11 +23,16 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 impl RedisServer {
     /// Starts `redis-server` (from `PATH`) and waits until it answers PING.
     pub fn start() -> Result<Self> {
+        Self::start_on(free_port()?)
+    }
+
+    /// Starts an empty `redis-server` on `port`: after dropping another one there, this is
+    /// what a restarted Redis without persistence looks like to its clients.
+    pub fn start_on(port: u16) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-redis-")
             .tempdir()
             .map_err(HarnessError::io("create a Redis directory"))?;
-        let port = free_port()?;
         let args = vec![
             "--port".to_owned(),
             port.to_string(),

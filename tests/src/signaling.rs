@@ -36,11 +36,6 @@ impl SignalingProcess {
 
     /// Like [`SignalingProcess::start`], with extra environment (for example `KUBECONFIG`).
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-signaling-")
-            .tempdir()
-            .map_err(HarnessError::io("create a signaling directory"))?;
         let port = free_port()?;
         let mut all = vec![
             "serve".to_owned(),
@@ -48,6 +43,24 @@ impl SignalingProcess {
             format!("--jwt-hs256={TEST_KID}={TEST_SECRET}"),
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::launch(port, all, env)
+    }
+
+    /// Starts `switchboard-signaling dev` (in-memory state, generated key, demo page) with
+    /// `args`.
+    pub fn start_dev(args: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let mut all = vec!["dev".to_owned(), format!("--listen=127.0.0.1:{port}")];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::launch(port, all, &[])
+    }
+
+    fn launch(port: u16, all: Vec<String>, env: &[(&str, &str)]) -> Result<Self> {
+        let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-signaling-")
+            .tempdir()
+            .map_err(HarnessError::io("create a signaling directory"))?;
         let mut process = ChildProcess::spawn(
             "switchboard-signaling",
             &bin,
@@ -77,6 +90,27 @@ impl SignalingProcess {
         })
     }
 
+    /// Fails if the server has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.process.check_running()
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) to the server.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .map_err(HarnessError::io("run kill"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Io {
+                action: "send a signal to switchboard-signaling".to_owned(),
+                source: std::io::Error::other(format!("kill -{signal} failed: {status}")),
+            })
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -98,6 +132,11 @@ impl SignalingProcess {
     }
 
     /// `ws://127.0.0.1:<port>/v1/ws`
+    /// `http://127.0.0.1:<port>`
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/v1/ws", self.port)
     }
@@ -161,6 +200,29 @@ impl Client {
             .await
             .map_err(|e| e.to_string())?;
         Ok(Client { ws })
+    }
+
+    /// Connects and resumes a session with its resume token and the highest `seq` processed;
+    /// returns the client and the server's answer (`joined`, or the `error`).
+    pub async fn resume(
+        url: &str,
+        token: &str,
+        resume_token: &str,
+        last_seq: u64,
+    ) -> std::result::Result<(Client, Value), String> {
+        let mut client = Client::connect(url, token).await?;
+        client
+            .send_json(&serde_json::json!({
+                "type": "join", "v": 1,
+                "resume": {"token": resume_token, "lastSeq": last_seq}
+            }))
+            .await?;
+        loop {
+            let answer = client.recv().await?;
+            if answer["type"] == "joined" || answer["type"] == "error" {
+                return Ok((client, answer));
+            }
+        }
     }
 
     /// Connects and joins; returns the client and its `joined` message.

@@ -29,6 +29,23 @@ async fn behaviour_suite_passes_against_redis() {
     .await;
 }
 
+/// The shared behaviour suite passes against a real 3-master Redis Cluster, with sharded
+/// pub/sub: every script touches one room's slot only.
+#[tokio::test]
+async fn behaviour_suite_passes_against_a_redis_cluster() {
+    let cluster = switchboard_tests::RedisCluster::start().unwrap();
+    let nodes: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+    behaviour::run_all(|ttl| {
+        let nodes = nodes.clone();
+        async move {
+            RedisStore::connect_cluster(&nodes, ttl, switchboard_signaling::store::DEFAULT_TIMEOUT)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
 /// Proves every key the store writes has a TTL no longer than the participant TTL, follows
 /// the documented hash-tagged layout, and that an abandoned room leaves no key behind.
 #[tokio::test]
@@ -55,6 +72,10 @@ async fn every_key_has_a_ttl_and_abandoned_rooms_vanish() {
         .unwrap();
     store.participants(&two).await.unwrap();
     store.count(&two).await.unwrap();
+    // A relayed message creates the target's mailbox and the room's seq counters.
+    let offer = r#"{"type":"offer","from":"p2","sdp":"v=0","seq":0}"#;
+    let p1 = ParticipantId::parse("p1").unwrap();
+    assert_eq!(store.relay(&two, &p1, offer).await.unwrap(), Some(1));
 
     let mut redis_conn = redis::Client::open(redis.url())
         .unwrap()
@@ -70,7 +91,10 @@ async fn every_key_has_a_ttl_and_abandoned_rooms_vanish() {
             .collect()
     };
     let mut want = expected(one.as_str(), &["expiry", "participants", "users"]);
-    want.extend(expected(two.as_str(), &["expiry", "participants", "users"]));
+    want.extend(expected(
+        two.as_str(),
+        &["expiry", "mailbox:p1", "participants", "seq", "users"],
+    ));
     want.sort();
     assert_eq!(keys, want, "the keys must follow the documented layout");
     let ttl_ms = i64::try_from(behaviour::SHORT_TTL.as_millis()).unwrap();

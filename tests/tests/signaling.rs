@@ -348,13 +348,16 @@ async fn floods_are_limited_then_closed() {
     assert_eq!(client.until_closed().await, Ended::Closed(Some(1008)));
 }
 
-/// Proves a client that stops reading is cut off without delaying delivery to others.
+/// Proves a client that stops reading is cut off without delaying delivery to others. The
+/// cut connection may still resume, so the others see it leave (`connection_lost`) only when
+/// its resume window (the participant TTL, 2 s here) has passed.
 #[tokio::test]
 async fn slow_consumers_do_not_delay_others() {
     let server = SignalingProcess::start(&[
         "--rate-per-second=100000",
         "--rate-burst=100000",
         "--send-queue=8",
+        "--participant-ttl=2s",
     ])
     .unwrap();
     let url = server.ws_url();
@@ -396,6 +399,7 @@ async fn slow_consumers_do_not_delay_others() {
     );
     let left = sender.recv_type("participantLeft").await.unwrap();
     assert_eq!(left["id"], js["participantId"], "the sleeper was dropped");
+    assert_eq!(left["reason"], "connection_lost");
 }
 
 /// Proves two signaling processes on one Redis share room state: both list every

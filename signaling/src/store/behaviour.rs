@@ -17,8 +17,12 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::{ParticipantEntry, RoomStore, StoreError};
+use super::{
+    DEFAULT_MAILBOX_LEN, ParticipantEntry, ResumeRefusal, ResumeRequest, RoomStore, StoreError,
+    StoreEvent,
+};
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
+use crate::protocol::{LeaveReason, ResumeToken, Sdp, ServerMessage};
 
 /// The TTL for cases that must not see anything expire.
 pub const LONG_TTL: Duration = Duration::from_secs(30);
@@ -41,6 +45,11 @@ where
         concurrent_joins(make(LONG_TTL).await),
         expiry(make(SHORT_TTL).await),
         refresh_keeps_alive(make(SHORT_TTL).await),
+        relay_reaches_the_target_in_order(make(LONG_TTL).await),
+        presence_is_announced(make(LONG_TTL).await),
+        expiry_is_announced(make(SHORT_TTL).await),
+        resume_replays_what_was_missed(make(LONG_TTL).await),
+        restore_puts_a_lost_participant_back(make(LONG_TTL).await),
     );
 }
 
@@ -57,6 +66,7 @@ pub fn entry(id: &str, user: &str) -> ParticipantEntry {
         user: UserId::parse(user).expect("valid user id"),
         name: None,
         pod: "pod-test".to_owned(),
+        resume: None,
     }
 }
 
@@ -387,4 +397,343 @@ pub async fn refresh_keeps_alive(store: impl RoomStore) {
         ["kept"],
         "after 1.5 TTL only the refreshed entry remains"
     );
+}
+
+/// An offer from `from` as the server relays it, with the `seq` placeholder.
+fn offer(from: &str, sdp: &str) -> String {
+    ServerMessage::Offer {
+        from: pid(from),
+        sdp: Sdp::parse(sdp).unwrap(),
+        seq: 0,
+    }
+    .to_json()
+}
+
+fn token(s: &str) -> ResumeToken {
+    ResumeToken::parse(s).unwrap()
+}
+
+/// The next event, waiting at most 2 s.
+async fn next_event(events: &mut tokio::sync::mpsc::UnboundedReceiver<StoreEvent>) -> StoreEvent {
+    tokio::time::timeout(Duration::from_secs(2), events.recv())
+        .await
+        .expect("an event within 2 s")
+        .expect("the event stream is open")
+}
+
+/// The next event must be a message to `to` with `seq`; returns it parsed.
+async fn expect_message(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<StoreEvent>,
+    to: &str,
+    seq: u64,
+) -> ServerMessage {
+    match next_event(events).await {
+        StoreEvent::Message {
+            to: target,
+            seq: got,
+            text,
+            ..
+        } => {
+            assert_eq!((target.as_str(), got), (to, seq), "message {text}");
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{text} is not a server message: {e}"))
+        }
+        other => panic!("expected a message to {to}, got {other:?}"),
+    }
+}
+
+/// Nothing more arrives (within a short wait).
+async fn expect_quiet(events: &mut tokio::sync::mpsc::UnboundedReceiver<StoreEvent>) {
+    sleep(Duration::from_millis(150)).await;
+    if let Ok(event) = events.try_recv() {
+        panic!("unexpected event {event:?}");
+    }
+}
+
+/// Relayed messages get consecutive `seq`s, reach the pod listening to the target in order,
+/// carry the real `seq` in their JSON, and never reach another room.
+pub async fn relay_reaches_the_target_in_order(store: impl RoomStore) {
+    let mut events = store.events().expect("first events() call");
+    assert!(store.events().is_none(), "events() hands out one stream");
+    let room = room("relay");
+    let other = self::room("relay-other");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    store.join(&other, entry("p-x", "xena"), 10).await.unwrap();
+    store.listen(&room, &pid("p-b")).await.unwrap();
+    store.listen(&other, &pid("p-x")).await.unwrap();
+    for n in 1..=3u64 {
+        let seq = store
+            .relay(&room, &pid("p-b"), &offer("p-a", &format!("v=0 {n}")))
+            .await
+            .unwrap();
+        assert_eq!(seq, Some(n));
+    }
+    for n in 1..=3u64 {
+        match expect_message(&mut events, "p-b", n).await {
+            ServerMessage::Offer { from, sdp, seq } => {
+                assert_eq!((from.as_str(), seq), ("p-a", n));
+                assert_eq!(sdp.as_str(), format!("v=0 {n}"));
+            }
+            other => panic!("expected an offer, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store
+            .relay(&room, &pid("p-x"), &offer("p-a", "v=0"))
+            .await
+            .unwrap(),
+        None,
+        "a participant of another room is unknown"
+    );
+    assert_eq!(
+        store
+            .relay(&room, &pid("nobody"), &offer("p-a", "v=0"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.relay(&room, &pid("p-b"), r#"{"type":"offer"}"#).await,
+        Err(StoreError::NotRelayable)
+    ));
+    expect_quiet(&mut events).await;
+    store.unlisten(&room, &pid("p-b")).await;
+    store
+        .relay(&room, &pid("p-b"), &offer("p-a", "v=0"))
+        .await
+        .unwrap();
+    expect_quiet(&mut events).await;
+}
+
+/// Joins, leaves and replacements are announced to the others (not to the subject), with the
+/// same JSON the server uses; the replaced session is told which session took over.
+pub async fn presence_is_announced(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("presence");
+    let mut a = entry("p-a", "alice");
+    a.resume = Some(token("rt1.a"));
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    store.join(&room, a, 10).await.unwrap();
+    store.listen(&room, &pid("p-b")).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    match expect_message(&mut events, "p-a", 0).await {
+        ServerMessage::ParticipantJoined { participant } => {
+            assert_eq!(participant.id.as_str(), "p-b")
+        }
+        other => panic!("expected participantJoined, got {other:?}"),
+    }
+    expect_quiet(&mut events).await;
+
+    let mut a2 = entry("p-a2", "alice");
+    a2.resume = Some(token("rt1.a2"));
+    store.join(&room, a2, 10).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut events).await);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(e, StoreEvent::Replaced { to, by, .. } if to.as_str() == "p-a" && by.as_str() == "rt1.a2")),
+        "the old session is told: {seen:?}"
+    );
+    let to_b: Vec<ServerMessage> = seen
+        .iter()
+        .filter_map(|e| match e {
+            StoreEvent::Message { to, text, .. } if to.as_str() == "p-b" => {
+                serde_json::from_str(text).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        to_b,
+        [
+            ServerMessage::ParticipantLeft {
+                id: pid("p-a"),
+                reason: LeaveReason::DuplicateIdentity
+            },
+            ServerMessage::ParticipantJoined {
+                participant: crate::protocol::Participant {
+                    id: pid("p-a2"),
+                    user: UserId::parse("alice").unwrap(),
+                    name: None
+                }
+            },
+        ],
+        "bob sees the replacement, in order"
+    );
+    assert!(store.leave(&room, &pid("p-a2")).await.unwrap());
+    assert_eq!(
+        expect_message(&mut events, "p-b", 0).await,
+        ServerMessage::ParticipantLeft {
+            id: pid("p-a2"),
+            reason: LeaveReason::Left
+        }
+    );
+    expect_quiet(&mut events).await;
+}
+
+/// An entry that expires is announced to the rest of the room as `connection_lost` by the
+/// next operation on the room (here, the survivor's refresh).
+pub async fn expiry_is_announced(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("expiry-announced");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    let start = Instant::now();
+    // Alice refreshes; bob (a dead pod's participant) does not.
+    while start.elapsed() < SHORT_TTL + SHORT_TTL / 2 {
+        sleep(SHORT_TTL / 5).await;
+        assert!(store.refresh(&room, &pid("p-a")).await.unwrap());
+    }
+    assert_eq!(
+        expect_message(&mut events, "p-a", 0).await,
+        ServerMessage::ParticipantLeft {
+            id: pid("p-b"),
+            reason: LeaveReason::ConnectionLost
+        }
+    );
+    expect_quiet(&mut events).await;
+}
+
+/// A resume with the current token gets the messages after the client's last `seq` and moves
+/// the participant to the new pod and token; a stale token, another user, a `lastSeq` from
+/// the future and a mailbox that no longer reaches back far enough are refused, changing
+/// nothing.
+pub async fn resume_replays_what_was_missed(store: impl RoomStore) {
+    let room = room("resume");
+    let mut a = entry("p-a", "alice");
+    a.resume = Some(token("rt1.one"));
+    store.join(&room, a, 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    for n in 1..=3 {
+        store
+            .relay(&room, &pid("p-a"), &offer("p-b", &format!("v=0 {n}")))
+            .await
+            .unwrap();
+    }
+    let alice = UserId::parse("alice").unwrap();
+    let request = |presented: &'static str, last_seq: u64| ResumeRequest {
+        user: Box::leak(Box::new(alice.clone())),
+        token: Box::leak(Box::new(token(presented))),
+        last_seq,
+        new_token: Box::leak(Box::new(token("rt1.two"))),
+        pod: "pod-2",
+    };
+    let refused = |result: Result<super::Resumed, StoreError>| match result {
+        Err(StoreError::ResumeRefused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refused(store.resume(&room, request("rt1.one", 4)).await),
+        ResumeRefusal::AheadOfServer {
+            last_seq: 4,
+            seq: 3
+        }
+    );
+    assert_eq!(
+        refused(store.resume(&room, request("rt1.other", 1)).await),
+        ResumeRefusal::TokenMismatch
+    );
+    let resumed = store.resume(&room, request("rt1.one", 1)).await.unwrap();
+    assert_eq!(resumed.entry.id.as_str(), "p-a");
+    assert_eq!(resumed.entry.pod, "pod-2");
+    assert_eq!(resumed.entry.resume, Some(token("rt1.two")));
+    assert_eq!(resumed.seq, 3);
+    assert_eq!(ids(&resumed.participants), ["p-a", "p-b"]);
+    let missed: Vec<u64> = resumed.missed.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(missed, [2, 3]);
+    assert!(resumed.missed[1].1.ends_with(r#","seq":3}"#));
+    assert_eq!(
+        refused(store.resume(&room, request("rt1.one", 3)).await),
+        ResumeRefusal::TokenMismatch,
+        "the old token stops working"
+    );
+    let bob = ResumeRequest {
+        user: &UserId::parse("carol").unwrap(),
+        token: &token("rt1.two"),
+        last_seq: 0,
+        new_token: &token("rt1.three"),
+        pod: "pod-3",
+    };
+    assert_eq!(
+        refused(store.resume(&room, bob).await),
+        ResumeRefusal::NoSession
+    );
+
+    // More messages than the mailbox keeps: an old lastSeq cannot be honoured.
+    let extra = u64::from(DEFAULT_MAILBOX_LEN) + 10;
+    for n in 0..extra {
+        store
+            .relay(&room, &pid("p-a"), &offer("p-b", &format!("v=0 x{n}")))
+            .await
+            .unwrap();
+    }
+    let last = 3 + extra;
+    let oldest = last - u64::from(DEFAULT_MAILBOX_LEN) + 1;
+    let two = |last_seq| ResumeRequest {
+        user: Box::leak(Box::new(alice.clone())),
+        token: Box::leak(Box::new(token("rt1.two"))),
+        last_seq,
+        new_token: Box::leak(Box::new(token("rt1.two"))),
+        pod: "pod-2",
+    };
+    assert_eq!(
+        refused(store.resume(&room, two(3)).await),
+        ResumeRefusal::Overflowed {
+            last_seq: 3,
+            oldest
+        }
+    );
+    let resumed = store.resume(&room, two(oldest - 1)).await.unwrap();
+    assert_eq!(resumed.missed.len(), DEFAULT_MAILBOX_LEN as usize);
+    assert_eq!(resumed.missed.last().map(|(seq, _)| *seq), Some(last));
+}
+
+/// After the state was lost, a connected participant is put back (announced to the others)
+/// with its numbering continuing; one still present only has its counter raised.
+pub async fn restore_puts_a_lost_participant_back(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("restore");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    assert!(
+        !store
+            .restore(&room, entry("p-a", "alice"), 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .relay(&room, &pid("p-a"), &offer("p-b", "v=0"))
+            .await
+            .unwrap(),
+        Some(11),
+        "numbering continues after the restored seq"
+    );
+    expect_message(&mut events, "p-a", 11).await;
+    assert!(store.restore(&room, entry("p-b", "bob"), 5).await.unwrap());
+    match expect_message(&mut events, "p-a", 0).await {
+        ServerMessage::ParticipantJoined { participant } => {
+            assert_eq!(participant.id.as_str(), "p-b")
+        }
+        other => panic!("expected participantJoined, got {other:?}"),
+    }
+    assert_eq!(listed(&store, &room).await, ["p-a", "p-b"]);
+    assert_eq!(
+        store
+            .relay(&room, &pid("p-b"), &offer("p-a", "v=0"))
+            .await
+            .unwrap(),
+        Some(6)
+    );
+    // A newer session of the same user wins over a restore of the old one.
+    assert!(
+        !store
+            .restore(&room, entry("p-b-old", "bob"), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(listed(&store, &room).await, ["p-a", "p-b"]);
 }

@@ -4,31 +4,41 @@
 //!
 //! Time is tokio's clock, so tests can pause and advance it instead of sleeping.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{JoinOutcome, ParticipantEntry, Result, RoomStore, StoreError, check_ttl};
+use super::{
+    DEFAULT_MAILBOX_LEN, JoinOutcome, ParticipantEntry, Result, ResumeRefusal, ResumeRequest,
+    Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
+};
 use crate::ids::{ParticipantId, RoomId};
+use crate::protocol::{LeaveReason, Participant, ResumeToken, ServerMessage};
 
 /// Room state in a mutex. Every operation is short and never awaits while holding the lock,
 /// which is what makes each one atomic.
 #[derive(Debug)]
 pub struct MemoryStore {
     ttl: Duration,
+    mailbox_len: usize,
     state: Mutex<State>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     rooms: HashMap<RoomId, Room>,
     /// Every live entry by deadline, so expired ones are found without scanning all rooms.
     /// Pruning from here on every call is what makes abandoned rooms disappear from memory
     /// without a background task, as Redis key expiry does for the Redis store.
     deadlines: BTreeSet<(Instant, RoomId, ParticipantId)>,
+    /// The participants whose messages go to `events` (this process holds their connection).
+    listening: HashSet<(RoomId, ParticipantId)>,
+    events: mpsc::UnboundedSender<StoreEvent>,
 }
 
 /// A room's participants. A `BTreeMap` gives the documented id order for free.
@@ -41,19 +51,54 @@ struct Room {
 struct Slot {
     entry: ParticipantEntry,
     deadline: Instant,
+    /// The last `seq` given to this participant.
+    seq: u64,
+    /// The last relayed messages, oldest first.
+    mailbox: VecDeque<(u64, Arc<str>)>,
+}
+
+impl Slot {
+    fn new(entry: ParticipantEntry, deadline: Instant) -> Self {
+        Slot {
+            entry,
+            deadline,
+            seq: 0,
+            mailbox: VecDeque::new(),
+        }
+    }
 }
 
 impl MemoryStore {
     /// An empty store whose entries live `ttl` without a refresh.
     pub fn new(ttl: Duration) -> Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
         Ok(MemoryStore {
             ttl: check_ttl(ttl)?,
-            state: Mutex::new(State::default()),
+            mailbox_len: DEFAULT_MAILBOX_LEN as usize,
+            state: Mutex::new(State {
+                rooms: HashMap::new(),
+                deadlines: BTreeSet::new(),
+                listening: HashSet::new(),
+                events: tx,
+            }),
+            events: Mutex::new(Some(rx)),
         })
     }
 
-    /// Locks the state, pruning what has expired. A poisoned lock is still used: no code
-    /// path panics while holding it, and refusing all rooms forever would be worse.
+    /// Keeps `len` relayed messages per participant for resumes instead of the default.
+    pub fn with_mailbox_len(mut self, len: u32) -> Result<Self> {
+        if len == 0 {
+            return Err(StoreError::Config(
+                "mailbox length must be at least 1".into(),
+            ));
+        }
+        self.mailbox_len = len as usize;
+        Ok(self)
+    }
+
+    /// Locks the state, pruning (and announcing) what has expired. A poisoned lock is still
+    /// used: no code path panics while holding it, and refusing all rooms forever would be
+    /// worse.
     fn state(&self) -> (MutexGuard<'_, State>, Instant) {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -82,14 +127,19 @@ impl MemoryStore {
         if seats_taken >= usize::try_from(max).unwrap_or(usize::MAX) {
             return Err(StoreError::RoomFull { max });
         }
-        let replaced = previous.and_then(|id| state.remove(room, &id));
-        state.remove(room, &entry.id);
-        state
-            .deadlines
-            .insert((deadline, room.clone(), entry.id.clone()));
-        let slots = &mut state.rooms.entry(room.clone()).or_default().participants;
-        slots.insert(entry.id.clone(), Slot { entry, deadline });
-        let participants = slots.values().map(|slot| slot.entry.clone()).collect();
+        let replaced = previous.and_then(|id| state.remove(room, &id).map(|slot| slot.entry));
+        if let Some(old) = &replaced {
+            if let Some(by) = &entry.resume {
+                state.replaced(room, &old.id, by);
+            }
+            state.announce(room, None, &left(&old.id, LeaveReason::DuplicateIdentity));
+        }
+        let rewritten = state.remove(room, &entry.id).is_some();
+        if !rewritten {
+            state.announce(room, None, &joined(&entry));
+        }
+        state.insert(room, Slot::new(entry, deadline));
+        let participants = state.entries(room);
         Ok(JoinOutcome {
             participants,
             replaced,
@@ -99,7 +149,9 @@ impl MemoryStore {
     fn refresh_now(&self, room: &RoomId, id: &ParticipantId) -> bool {
         let (mut state, now) = self.state();
         let deadline = now + self.ttl;
-        let State { rooms, deadlines } = &mut *state;
+        let State {
+            rooms, deadlines, ..
+        } = &mut *state;
         let Some(slot) = rooms.get_mut(room).and_then(|r| r.participants.get_mut(id)) else {
             return false;
         };
@@ -108,24 +160,164 @@ impl MemoryStore {
         slot.deadline = deadline;
         true
     }
+
+    fn relay_now(&self, room: &RoomId, to: &ParticipantId, prefix: &str) -> Option<u64> {
+        let (mut state, _) = self.state();
+        let listening = state.listening.contains(&(room.clone(), to.clone()));
+        let slot = state
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.participants.get_mut(to))?;
+        slot.seq += 1;
+        let seq = slot.seq;
+        let text: Arc<str> = format!("{prefix},\"seq\":{seq}}}").into();
+        slot.mailbox.push_back((seq, text.clone()));
+        while slot.mailbox.len() > self.mailbox_len {
+            slot.mailbox.pop_front();
+        }
+        if listening {
+            let _ = state.events.send(StoreEvent::Message {
+                room: room.clone(),
+                to: to.clone(),
+                seq,
+                text,
+            });
+        }
+        Some(seq)
+    }
+
+    fn resume_now(&self, room: &RoomId, request: ResumeRequest<'_>) -> Result<Resumed> {
+        let (mut state, now) = self.state();
+        let refuse = |why| Err(StoreError::ResumeRefused(why));
+        let Some(slot) = state.rooms.get_mut(room).and_then(|r| {
+            r.participants
+                .values_mut()
+                .find(|slot| &slot.entry.user == request.user)
+        }) else {
+            return refuse(ResumeRefusal::NoSession);
+        };
+        if slot.entry.resume.as_ref() != Some(request.token) {
+            return refuse(ResumeRefusal::TokenMismatch);
+        }
+        if request.last_seq > slot.seq {
+            return refuse(ResumeRefusal::AheadOfServer {
+                last_seq: request.last_seq,
+                seq: slot.seq,
+            });
+        }
+        let oldest = slot.mailbox.front().map_or(slot.seq + 1, |(seq, _)| *seq);
+        if request.last_seq + 1 < oldest {
+            return refuse(ResumeRefusal::Overflowed {
+                last_seq: request.last_seq,
+                oldest,
+            });
+        }
+        let missed = slot
+            .mailbox
+            .iter()
+            .filter(|(seq, _)| *seq > request.last_seq)
+            .cloned()
+            .collect();
+        slot.entry.pod = request.pod.to_owned();
+        slot.entry.resume = Some(request.new_token.clone());
+        let entry = slot.entry.clone();
+        let seq = slot.seq;
+        let old_deadline = slot.deadline;
+        slot.deadline = now + self.ttl;
+        let new_deadline = slot.deadline;
+        state
+            .deadlines
+            .remove(&(old_deadline, room.clone(), entry.id.clone()));
+        state
+            .deadlines
+            .insert((new_deadline, room.clone(), entry.id.clone()));
+        state.replaced(room, &entry.id, request.new_token);
+        Ok(Resumed {
+            participants: state.entries(room),
+            entry,
+            seq,
+            missed,
+        })
+    }
+
+    fn restore_now(&self, room: &RoomId, entry: ParticipantEntry, seq: u64) -> bool {
+        let (mut state, now) = self.state();
+        let deadline = now + self.ttl;
+        if let Some(slot) = state
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.participants.get_mut(&entry.id))
+        {
+            slot.seq = slot.seq.max(seq);
+            return false;
+        }
+        // A newer session of the same user wins over the one being restored.
+        let taken = state.rooms.get(room).is_some_and(|r| {
+            r.participants
+                .values()
+                .any(|slot| slot.entry.user == entry.user)
+        });
+        if taken {
+            return false;
+        }
+        state.announce(room, None, &joined(&entry));
+        let mut slot = Slot::new(entry, deadline);
+        slot.seq = seq;
+        state.insert(room, slot);
+        true
+    }
+}
+
+/// `participantJoined` for an entry, as clients see it.
+fn joined(entry: &ParticipantEntry) -> String {
+    ServerMessage::ParticipantJoined {
+        participant: Participant {
+            id: entry.id.clone(),
+            user: entry.user.clone(),
+            name: entry.name.clone(),
+        },
+    }
+    .to_json()
+}
+
+/// `participantLeft` for a participant, as clients see it.
+fn left(id: &ParticipantId, reason: LeaveReason) -> String {
+    ServerMessage::ParticipantLeft {
+        id: id.clone(),
+        reason,
+    }
+    .to_json()
 }
 
 impl State {
-    /// Drops every entry whose deadline has passed, and rooms left empty.
+    /// Drops every entry whose deadline has passed, and rooms left empty, and tells the rest
+    /// of each room (`connection_lost`).
     fn prune(&mut self, now: Instant) {
         while let Some(first) = self.deadlines.first() {
             if first.0 > now {
                 break;
             }
-            if let Some((_, room, id)) = self.deadlines.pop_first() {
-                self.remove(&room, &id);
+            if let Some((_, room, id)) = self.deadlines.pop_first()
+                && self.remove(&room, &id).is_some()
+            {
+                self.announce(&room, None, &left(&id, LeaveReason::ConnectionLost));
             }
         }
     }
 
+    fn insert(&mut self, room: &RoomId, slot: Slot) {
+        self.deadlines
+            .insert((slot.deadline, room.clone(), slot.entry.id.clone()));
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .participants
+            .insert(slot.entry.id.clone(), slot);
+    }
+
     /// Removes one entry from its room and the deadline index, dropping the room if it
     /// becomes empty.
-    fn remove(&mut self, room: &RoomId, id: &ParticipantId) -> Option<ParticipantEntry> {
+    fn remove(&mut self, room: &RoomId, id: &ParticipantId) -> Option<Slot> {
         let slots = &mut self.rooms.get_mut(room)?.participants;
         let slot = slots.remove(id)?;
         if slots.is_empty() {
@@ -133,7 +325,42 @@ impl State {
         }
         self.deadlines
             .remove(&(slot.deadline, room.clone(), id.clone()));
-        Some(slot.entry)
+        Some(slot)
+    }
+
+    fn entries(&self, room: &RoomId) -> Vec<ParticipantEntry> {
+        self.rooms
+            .get(room)
+            .map(|r| r.participants.values().map(|s| s.entry.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends presence (`seq` 0) to everyone in the room listened to here, but `except`.
+    fn announce(&self, room: &RoomId, except: Option<&ParticipantId>, text: &str) {
+        let Some(state) = self.rooms.get(room) else {
+            return;
+        };
+        let text: Arc<str> = text.into();
+        for id in state.participants.keys() {
+            if Some(id) != except && self.listening.contains(&(room.clone(), id.clone())) {
+                let _ = self.events.send(StoreEvent::Message {
+                    room: room.clone(),
+                    to: id.clone(),
+                    seq: 0,
+                    text: text.clone(),
+                });
+            }
+        }
+    }
+
+    fn replaced(&self, room: &RoomId, id: &ParticipantId, by: &ResumeToken) {
+        if self.listening.contains(&(room.clone(), id.clone())) {
+            let _ = self.events.send(StoreEvent::Replaced {
+                room: room.clone(),
+                to: id.clone(),
+                by: by.clone(),
+            });
+        }
     }
 }
 
@@ -152,21 +379,21 @@ impl RoomStore for MemoryStore {
     }
 
     fn leave<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { Ok(self.state().0.remove(room, id).is_some()) })
+        Box::pin(async move {
+            let (mut state, _) = self.state();
+            let gone = state.remove(room, id).is_some();
+            if gone {
+                state.announce(room, None, &left(id, LeaveReason::Left));
+            }
+            Ok(gone)
+        })
     }
 
     fn participants<'a>(
         &'a self,
         room: &'a RoomId,
     ) -> BoxFuture<'a, Result<Vec<ParticipantEntry>>> {
-        Box::pin(async move {
-            let (state, _) = self.state();
-            Ok(state
-                .rooms
-                .get(room)
-                .map(|r| r.participants.values().map(|s| s.entry.clone()).collect())
-                .unwrap_or_default())
-        })
+        Box::pin(async move { Ok(self.state().0.entries(room)) })
     }
 
     fn refresh<'a>(
@@ -183,6 +410,64 @@ impl RoomStore for MemoryStore {
             let len = state.rooms.get(room).map_or(0, |r| r.participants.len());
             Ok(u32::try_from(len).unwrap_or(u32::MAX))
         })
+    }
+
+    fn relay<'a>(
+        &'a self,
+        room: &'a RoomId,
+        to: &'a ParticipantId,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            let prefix = relay_prefix(message)?;
+            Ok(self.relay_now(room, to, prefix))
+        })
+    }
+
+    fn resume<'a>(
+        &'a self,
+        room: &'a RoomId,
+        request: ResumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Resumed>> {
+        Box::pin(async move { self.resume_now(room, request) })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        room: &'a RoomId,
+        entry: ParticipantEntry,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(self.restore_now(room, entry, seq)) })
+    }
+
+    fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.state().0.listening.insert((room.clone(), id.clone()));
+            Ok(())
+        })
+    }
+
+    fn unlisten<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.state().0.listening.remove(&(room.clone(), id.clone()));
+        })
+    }
+
+    fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// One process: nobody else needs to know it is alive.
+    fn heartbeat<'a>(&'a self, _pod: &'a str, _ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -19,45 +19,87 @@
 //!   concurrent joins on any number of pods never overfill a room.
 //! - Participant lists are ordered by participant id, so both backends return the same order.
 //!
+//! # Messages
+//!
+//! The store also carries every message a participant receives from the room, so that a
+//! participant can sit on any pod and a resumed session misses nothing:
+//!
+//! - [`RoomStore::relay`] appends an `offer`/`answer`/`candidate` to the target's **mailbox**
+//!   with the target's next sequence number (`seq`) and publishes it on the target's channel,
+//!   in one atomic step. The target must be in the same room, or nothing is written.
+//! - Presence (`participantJoined`/`participantLeft`) is published by the store operation that
+//!   changes the room ([`RoomStore::join`], [`RoomStore::leave`], and expiry), to everyone
+//!   else in the room, with `seq` 0: presence is state, not numbered, and not kept.
+//! - The pod holding a participant's connection [`RoomStore::listen`]s to its channel and
+//!   receives [`StoreEvent`]s from [`RoomStore::events`].
+//! - [`RoomStore::resume`] moves a participant to a new connection (any pod) and returns the
+//!   mailbox messages after the client's last `seq`.
+//!
+//! An entry that expires (its pod died, or its client never came back within the TTL) is
+//! announced as `participantLeft` with reason `connection_lost` by whichever operation on the
+//! room notices the expiry first; the room's other participants refresh every TTL/3, so that
+//! happens within 4/3 of the TTL.
+//!
 //! # Redis layout
 //!
-//! Each room has three keys. The room id sits in a hash tag, so all three live in one Redis
+//! Each room has these keys. The room id sits in a hash tag, so they all live in one Redis
 //! Cluster slot and one script can touch them atomically. Ids are validated by [`crate::ids`]
 //! (`[A-Za-z0-9._-]`, no `:` or braces), so they cannot break out of their key.
 //!
-//! | key                            | type   | contents                                          |
-//! |--------------------------------|--------|---------------------------------------------------|
-//! | `sb:room:{<room>}:participants`| hash   | participant id -> entry as JSON (below)           |
-//! | `sb:room:{<room>}:users`       | hash   | user id -> that user's participant id             |
-//! | `sb:room:{<room>}:expiry`      | zset   | participant id, scored by its deadline (unix ms)  |
+//! | key                               | type   | contents                                        |
+//! |-----------------------------------|--------|-------------------------------------------------|
+//! | `sb:room:{<room>}:participants`   | hash   | participant id -> entry as JSON (below)         |
+//! | `sb:room:{<room>}:users`          | hash   | user id -> that user's participant id           |
+//! | `sb:room:{<room>}:expiry`         | zset   | participant id, scored by its deadline (unix ms)|
+//! | `sb:room:{<room>}:seq`            | hash   | participant id -> last `seq` given to it        |
+//! | `sb:room:{<room>}:mailbox:<id>`   | list   | the last relayed messages, as `"<seq> <json>"`  |
 //!
-//! The entry JSON is `{"id":"p1","user":"alice","name":"Alice","pod":"signaling-7f9c"}`
-//! (`name` is omitted when absent).
+//! and one pub/sub channel per participant, `sb:room:{<room>}:to:<id>`, carrying
+//! `"<seq> <json>"` (seq 0 for presence) or `"replaced <resume token>"` when a newer session
+//! took the participant over. The channel shares the room's hash tag, so the scripts publish
+//! with `SPUBLISH` on Redis Cluster (sharded pub/sub, no pattern subscriptions) and with
+//! `PUBLISH` on a single Redis.
+//!
+//! Each pod also keeps a liveness key, `sb:pod:{<pod>}:alive`, with a short TTL that it
+//! renews every second; `redis-cli --scan --pattern 'sb:pod:*'` lists the live pods.
+//!
+//! The entry JSON is `{"id":"p1","user":"alice","name":"Alice","pod":"signaling-7f9c",
+//! "resume":"rt1.…"}` (`name` is omitted when absent; `resume` is the session's current
+//! resume token).
 //!
 //! Every operation is one Lua script that first prunes the entries whose deadline has passed
-//! (from all three keys), then does its work. Deadlines come from the Redis server's clock
-//! (`TIME`), so pods with skewed clocks still agree on who has expired. After each write the
-//! three keys' own expiry is set to the latest deadline in the room, so every key has a TTL and
-//! an abandoned room disappears from Redis by itself when its last participant's TTL runs out.
-//! Scripts call `TIME` before writing, which needs Redis 5 or newer (effects replication).
+//! (from all keys, announcing them), then does its work. Deadlines come from the Redis
+//! server's clock (`TIME`), so pods with skewed clocks still agree on who has expired. After
+//! each write the room keys' own expiry is set to the latest deadline in the room, and a
+//! mailbox's to its participant's deadline, so every key has a TTL and an abandoned room
+//! disappears from Redis by itself. Scripts call `TIME` before writing, which needs Redis 5 or
+//! newer (effects replication); sharded pub/sub needs Redis 7.
 
 pub mod behaviour;
 mod memory;
 mod redis;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
+use crate::protocol::ResumeToken;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{DEFAULT_TIMEOUT, RedisStore};
+pub use self::redis::{DEFAULT_TIMEOUT, PubSubMode, RedisStore};
 
-/// How long a participant entry lives without a refresh, unless configured otherwise.
-pub const DEFAULT_PARTICIPANT_TTL: Duration = Duration::from_secs(30);
+/// How long a participant entry lives without a refresh, unless configured otherwise. It is
+/// also the resume window: a dropped connection can be resumed until its entry expires.
+pub const DEFAULT_PARTICIPANT_TTL: Duration = Duration::from_secs(10);
+
+/// How many relayed messages a participant's mailbox keeps for a resume, unless configured
+/// otherwise. A resume that needs older ones fails with [`ResumeRefusal::Overflowed`].
+pub const DEFAULT_MAILBOX_LEN: u32 = 256;
 
 /// One participant as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +111,79 @@ pub struct ParticipantEntry {
     /// The signaling process holding this participant's connection, so another pod knows
     /// where to send its messages (and whom to ask to close it when it is replaced).
     pub pod: String,
+    /// The session's current resume token: only its holder may resume this participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeToken>,
+}
+
+/// What the store tells the process holding participants' connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A message for a participant this process listens to: a relayed message with its `seq`,
+    /// or presence with `seq` 0. `text` is the server message as sent to the client.
+    Message {
+        room: RoomId,
+        to: ParticipantId,
+        seq: u64,
+        text: Arc<str>,
+    },
+    /// A newer session, holding resume token `by`, took this participant over (a resume
+    /// elsewhere, or the same user joining again): close the connection here unless it is
+    /// that session.
+    Replaced {
+        room: RoomId,
+        to: ParticipantId,
+        by: ResumeToken,
+    },
+    /// The link to the shared state is down; messages may be missed until it is back.
+    Lost,
+    /// The link is back and every channel listened to is subscribed again. Anything published
+    /// while it was down was missed, and the state may have been lost with it (an empty Redis
+    /// after a restart).
+    Restored,
+}
+
+/// A request to move a participant to a new connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeRequest<'a> {
+    /// The user the join token names; only that user's session can be resumed.
+    pub user: &'a UserId,
+    /// The resume token the client presents.
+    pub token: &'a ResumeToken,
+    /// The highest `seq` the client processed.
+    pub last_seq: u64,
+    /// The token the resumed session gets; the old one stops working.
+    pub new_token: &'a ResumeToken,
+    /// The process that now holds the connection.
+    pub pod: &'a str,
+}
+
+/// A successful resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    /// The participant, now on the new pod with the new token.
+    pub entry: ParticipantEntry,
+    /// Everyone in the room, the participant included.
+    pub participants: Vec<ParticipantEntry>,
+    /// The last `seq` given to this participant.
+    pub seq: u64,
+    /// The relayed messages after the client's `last_seq`, in order.
+    pub missed: Vec<(u64, Arc<str>)>,
+}
+
+/// Why a session cannot be resumed. The client should join afresh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeRefusal {
+    #[error(
+        "there is no session of this user in this room to resume (the resume window may have passed)"
+    )]
+    NoSession,
+    #[error("the resume token does not belong to this user's session")]
+    TokenMismatch,
+    #[error("lastSeq {last_seq} is ahead of the last message sent ({seq})")]
+    AheadOfServer { last_seq: u64, seq: u64 },
+    #[error("messages after seq {last_seq} are no longer kept; the mailbox starts at {oldest}")]
+    Overflowed { last_seq: u64, oldest: u64 },
 }
 
 /// The result of a successful [`RoomStore::join`].
@@ -106,6 +221,12 @@ pub enum StoreError {
     /// The store was configured with values it cannot work with.
     #[error("invalid room store configuration: {0}")]
     Config(String),
+    /// A resume was refused.
+    #[error("cannot resume: {0}")]
+    ResumeRefused(ResumeRefusal),
+    /// A message handed to [`RoomStore::relay`] does not end with the `"seq":0` placeholder.
+    #[error("a relayed message must end with \"seq\":0")]
+    NotRelayable,
 }
 
 impl StoreError {
@@ -117,6 +238,8 @@ impl StoreError {
             StoreError::Backend(_) => "backend",
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Config(_) => "config",
+            StoreError::ResumeRefused(_) => "resume_refused",
+            StoreError::NotRelayable => "not_relayable",
         }
     }
 }
@@ -160,6 +283,66 @@ pub trait RoomStore: Send + Sync {
 
     /// How many live participants the room has.
     fn count<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>>;
+
+    /// Relays `message` to participant `to` of `room`: appends it to `to`'s mailbox with the
+    /// next `seq` and publishes it to whoever listens to `to`. `message` is the server message
+    /// as JSON ending with `"seq":0}` (see [`relay_prefix`]); the placeholder becomes the real
+    /// number. `None` when `to` is not in the room: nothing is written or published.
+    fn relay<'a>(
+        &'a self,
+        room: &'a RoomId,
+        to: &'a ParticipantId,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>>>;
+
+    /// Moves the user's session in `room` to a new connection, if the token matches and the
+    /// mailbox still holds everything after `last_seq`. Publishes `replaced` to the old
+    /// connection. Fails with [`StoreError::ResumeRefused`] otherwise, changing nothing.
+    fn resume<'a>(
+        &'a self,
+        room: &'a RoomId,
+        request: ResumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Resumed>>;
+
+    /// Puts a connected participant back after the state was lost (Redis restarted empty),
+    /// with its `seq` counter at least `seq`, so numbering continues. Announces it as joined
+    /// when it was missing; `true` if it was. Ignores the room's limit: the participant is
+    /// already connected.
+    fn restore<'a>(
+        &'a self,
+        room: &'a RoomId,
+        entry: ParticipantEntry,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Starts delivering `id`'s messages to [`RoomStore::events`]; returns once subscribed.
+    fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>>;
+
+    /// Stops delivering `id`'s messages here.
+    fn unlisten<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, ()>;
+
+    /// The events for the participants listened to; `None` after the first call.
+    fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
+
+    /// Whether the store is usable right now: reachable, and its message link up.
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Renews this process's liveness key, `sb:pod:{<pod>}:alive`, for `ttl`.
+    fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The part of a relayed message before its `"seq":0}` placeholder, which the store replaces
+/// with the real number. The protocol puts `seq` last in every relayed message.
+pub fn relay_prefix(message: &str) -> Result<&str> {
+    message
+        .strip_suffix(",\"seq\":0}")
+        .ok_or(StoreError::NotRelayable)
+}
+
+/// Splits a channel or mailbox payload `"<seq> <json>"`.
+pub(crate) fn split_payload(payload: &str) -> Option<(u64, &str)> {
+    let (seq, text) = payload.split_once(' ')?;
+    Some((seq.parse().ok()?, text))
 }
 
 /// Lets a shared store (`Arc<MemoryStore>`, `Arc<dyn RoomStore>`) be passed wherever a store is
@@ -200,6 +383,52 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
     fn count<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
         (**self).count(room)
     }
+
+    fn relay<'a>(
+        &'a self,
+        room: &'a RoomId,
+        to: &'a ParticipantId,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
+        (**self).relay(room, to, message)
+    }
+
+    fn resume<'a>(
+        &'a self,
+        room: &'a RoomId,
+        request: ResumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Resumed>> {
+        (**self).resume(room, request)
+    }
+
+    fn restore<'a>(
+        &'a self,
+        room: &'a RoomId,
+        entry: ParticipantEntry,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<bool>> {
+        (**self).restore(room, entry, seq)
+    }
+
+    fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>> {
+        (**self).listen(room, id)
+    }
+
+    fn unlisten<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, ()> {
+        (**self).unlisten(room, id)
+    }
+
+    fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        (**self).events()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        (**self).ping()
+    }
+
+    fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        (**self).heartbeat(pod, ttl)
+    }
 }
 
 /// Checks a participant TTL both backends can honour: at least a millisecond (the Redis
@@ -226,6 +455,7 @@ mod tests {
             user: UserId::parse("alice").unwrap(),
             name: None,
             pod: "signaling-0".to_owned(),
+            resume: None,
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert_eq!(json, r#"{"id":"p1","user":"alice","pod":"signaling-0"}"#);

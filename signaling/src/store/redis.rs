@@ -4,17 +4,32 @@
 //! Each operation is one Lua script, so it is atomic across pods, and is bounded by a timeout:
 //! when Redis is down a call fails with [`StoreError::Unavailable`] after at most that long,
 //! never hangs, and the connection is re-established in the background by
-//! [`ConnectionManager`]. This module holds no state of its own beyond the connection.
+//! [`ConnectionManager`]. Messages for this process's participants arrive on a separate
+//! pub/sub connection ([`super::subscriber`]). This module holds no state of its own beyond
+//! the connections.
 
 use std::io;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    ErrorKind, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisError, Script,
+    ServerErrorKind,
+};
+use tokio::sync::mpsc;
 
-use super::{JoinOutcome, ParticipantEntry, Result, RoomStore, StoreError, check_ttl};
+use super::subscriber::{Subscriber, channel};
+use super::{
+    DEFAULT_MAILBOX_LEN, JoinOutcome, ParticipantEntry, Result, ResumeRefusal, ResumeRequest,
+    Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix, split_payload,
+};
 use crate::ids::{ParticipantId, RoomId};
+use crate::protocol::{Participant, ServerMessage};
 
 /// How long one operation may take, connecting included, before it counts as unavailable.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +45,19 @@ pub struct RedisStore<C = ConnectionManager> {
     scripts: Scripts,
     ttl: Duration,
     timeout: Duration,
+    mailbox_len: u32,
+    /// Absent when built from a bare connection (state only, no message link).
+    subscriber: Option<Subscriber>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
+}
+
+/// Which publish command the scripts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubMode {
+    /// `PUBLISH`/`SUBSCRIBE`, for a single Redis (and Sentinel-managed primaries).
+    Classic,
+    /// `SPUBLISH`/`SSUBSCRIBE` (sharded pub/sub), for Redis Cluster.
+    Sharded,
 }
 
 impl RedisStore<ConnectionManager> {
@@ -52,7 +80,62 @@ impl RedisStore<ConnectionManager> {
             .set_max_delay(Duration::from_secs(1));
         let connect = ConnectionManager::new_with_config(client, config);
         let connection = bounded(timeout, connect).await?;
-        Self::from_connection(connection, ttl, timeout)
+        let mut store = Self::from_connection(connection, ttl, timeout)?;
+        // Pub/sub messages arrive as RESP3 pushes on a connection of their own.
+        let info = url
+            .into_connection_info()
+            .map_err(|e| StoreError::Config(format!("Redis URL: {e}")))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let pubsub_client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| StoreError::Config(format!("Redis URL: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        store.subscriber = Some(Subscriber::start(pubsub_client, tx, timeout));
+        store.events = Mutex::new(Some(rx));
+        // Wait (bounded) for the message link, so the first joins do not fail.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !store.subscriber.as_ref().is_some_and(Subscriber::is_up)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(store)
+    }
+}
+
+impl RedisStore<ClusterConnection> {
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`). The scripts
+    /// publish with `SPUBLISH` and the pod subscribes with `SSUBSCRIBE`: every room's keys and
+    /// channels share the room's hash slot, so each operation runs on one shard.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let config = |e: RedisError| StoreError::Config(format!("Redis Cluster: {e}"));
+        let client = ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(config)?;
+        let connection = bounded(timeout, client.get_async_connection()).await?;
+        let mut store = Self::from_connection(connection, ttl, timeout)?;
+        store.scripts = Scripts::new(PubSubMode::Sharded);
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let pubsub_client = ClusterClientBuilder::new(nodes.to_vec())
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(config)?;
+        let pubsub = bounded(timeout, pubsub_client.get_async_connection()).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        store.subscriber = Some(Subscriber::start_cluster(pubsub, pushes, tx, timeout));
+        store.events = Mutex::new(Some(rx));
+        Ok(store)
     }
 }
 
@@ -69,10 +152,24 @@ where
         }
         Ok(RedisStore {
             connection,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(PubSubMode::Classic),
             ttl: check_ttl(ttl)?,
             timeout,
+            mailbox_len: DEFAULT_MAILBOX_LEN,
+            subscriber: None,
+            events: Mutex::new(None),
         })
+    }
+
+    /// Keeps `len` relayed messages per participant for resumes instead of the default.
+    pub fn with_mailbox_len(mut self, len: u32) -> Result<Self> {
+        if len == 0 {
+            return Err(StoreError::Config(
+                "mailbox length must be at least 1".into(),
+            ));
+        }
+        self.mailbox_len = len;
+        Ok(self)
     }
 
     /// Runs `script` on `room`'s keys, bounded by the timeout.
@@ -99,14 +196,35 @@ where
     }
 }
 
-/// A room's keys in the order the scripts expect them: participants, users, expiry.
-fn keys(room: &RoomId) -> [String; 3] {
+/// A room's keys in the order the scripts expect them: participants, users, expiry, seq.
+/// Mailboxes and channels are derived from the first in the scripts.
+fn keys(room: &RoomId) -> [String; 4] {
     let room = room.as_str();
     [
         format!("sb:room:{{{room}}}:participants"),
         format!("sb:room:{{{room}}}:users"),
         format!("sb:room:{{{room}}}:expiry"),
+        format!("sb:room:{{{room}}}:seq"),
     ]
+}
+
+/// `participantJoined` for an entry, as clients see it.
+fn joined_text(entry: &ParticipantEntry) -> String {
+    ServerMessage::ParticipantJoined {
+        participant: Participant {
+            id: entry.id.clone(),
+            user: entry.user.clone(),
+            name: entry.name.clone(),
+        },
+    }
+    .to_json()
+}
+
+fn corrupt(room: &RoomId, source: serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        room: room.clone(),
+        source,
+    }
 }
 
 /// Awaits a Redis call for at most `timeout`, sorting its failure into a [`StoreError`].
@@ -184,12 +302,15 @@ where
                 source,
             })?;
             let max_arg = max.to_string();
+            let announcement = joined_text(&entry);
             let args = [
                 entry.id.as_str(),
                 entry.user.as_str(),
                 json.as_str(),
                 max_arg.as_str(),
                 &self.ttl_ms(),
+                announcement.as_str(),
+                entry.resume.as_ref().map_or("", |t| t.as_str()),
             ];
             let (status, replaced, participants): (String, String, Vec<String>) =
                 self.run(&self.scripts.join, room, &args).await?;
@@ -236,6 +357,170 @@ where
     fn count<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
         Box::pin(async move { self.run(&self.scripts.count, room, &[]).await })
     }
+
+    fn relay<'a>(
+        &'a self,
+        room: &'a RoomId,
+        to: &'a ParticipantId,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            let prefix = relay_prefix(message)?;
+            let len = self.mailbox_len.to_string();
+            let seq: u64 = self
+                .run(&self.scripts.relay, room, &[to.as_str(), prefix, &len])
+                .await?;
+            Ok((seq > 0).then_some(seq))
+        })
+    }
+
+    fn resume<'a>(
+        &'a self,
+        room: &'a RoomId,
+        request: ResumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Resumed>> {
+        Box::pin(async move {
+            let last_seq = request.last_seq.to_string();
+            let args = [
+                request.user.as_str(),
+                request.token.as_str(),
+                last_seq.as_str(),
+                request.new_token.as_str(),
+                request.pod,
+                &self.ttl_ms(),
+            ];
+            let reply: Vec<redis::Value> = self.run(&self.scripts.resume, room, &args).await?;
+            decode_resume(room, request.last_seq, reply)
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        room: &'a RoomId,
+        entry: ParticipantEntry,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(&entry).map_err(|e| corrupt(room, e))?;
+            let seq = seq.to_string();
+            let announcement = joined_text(&entry);
+            let args = [
+                entry.id.as_str(),
+                entry.user.as_str(),
+                json.as_str(),
+                &self.ttl_ms(),
+                seq.as_str(),
+                announcement.as_str(),
+            ];
+            self.run(&self.scripts.restore, room, &args).await
+        })
+    }
+
+    fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match &self.subscriber {
+                Some(subscriber) => subscriber.listen(channel(room, id)).await,
+                None => Err(StoreError::Config(
+                    "this Redis store has no message link".into(),
+                )),
+            }
+        })
+    }
+
+    fn unlisten<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(subscriber) = &self.subscriber {
+                subscriber.unlisten(channel(room, id)).await;
+            }
+        })
+    }
+
+    fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let _: String = bounded(
+                self.timeout,
+                redis::cmd("PING").query_async(&mut connection),
+            )
+            .await?;
+            match &self.subscriber {
+                Some(subscriber) if !subscriber.is_up() => {
+                    Err(StoreError::Unavailable(RedisError::from(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "the Redis message link is down",
+                    ))))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let key = format!("sb:pod:{{{pod}}}:alive");
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(ms).arg("PX").arg(ms);
+            bounded(self.timeout, set.exec_async(&mut connection)).await
+        })
+    }
+}
+
+/// Reads the resume script's reply: `{'ok', entry, seq, entries, missed}` or a refusal.
+fn decode_resume(room: &RoomId, last_seq: u64, reply: Vec<redis::Value>) -> Result<Resumed> {
+    let mut parts = reply.into_iter();
+    let text = |value: Option<redis::Value>| -> Result<String> {
+        let value = value.unwrap_or(redis::Value::Nil);
+        String::from_redis_value(value).map_err(|e| StoreError::Backend(e.into()))
+    };
+    let status = text(parts.next())?;
+    let refuse = |why| Err(StoreError::ResumeRefused(why));
+    match status.as_str() {
+        "ok" => {}
+        "no_session" => return refuse(ResumeRefusal::NoSession),
+        "token_mismatch" => return refuse(ResumeRefusal::TokenMismatch),
+        "ahead" => {
+            let seq = text(parts.next())?.parse().unwrap_or(0);
+            return refuse(ResumeRefusal::AheadOfServer { last_seq, seq });
+        }
+        "overflowed" => {
+            let oldest = text(parts.next())?.parse().unwrap_or(0);
+            return refuse(ResumeRefusal::Overflowed { last_seq, oldest });
+        }
+        other => {
+            return Err(StoreError::Backend(RedisError::from((
+                ErrorKind::Client,
+                "unexpected resume reply",
+                other.to_owned(),
+            ))));
+        }
+    }
+    let entry: ParticipantEntry =
+        serde_json::from_str(&text(parts.next())?).map_err(|e| corrupt(room, e))?;
+    let seq = text(parts.next())?.parse().unwrap_or(0);
+    let list = |value: Option<redis::Value>| -> Result<Vec<String>> {
+        Vec::<String>::from_redis_value(value.unwrap_or(redis::Value::Nil))
+            .map_err(|e| StoreError::Backend(e.into()))
+    };
+    let participants = decode(room, list(parts.next())?)?;
+    let missed = list(parts.next())?
+        .iter()
+        .filter_map(|item| split_payload(item).map(|(seq, text)| (seq, Arc::from(text))))
+        .collect();
+    Ok(Resumed {
+        entry,
+        participants,
+        seq,
+        missed,
+    })
 }
 
 /// The scripts, each the shared [`PRELUDE`] followed by its own body. `Script` sends the
@@ -247,31 +532,69 @@ struct Scripts {
     participants: Script,
     refresh: Script,
     count: Script,
+    relay: Script,
+    resume: Script,
+    restore: Script,
 }
 
 impl Scripts {
-    fn new() -> Self {
-        let script = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+    fn new(mode: PubSubMode) -> Self {
+        let publish = match mode {
+            PubSubMode::Classic => "PUBLISH",
+            PubSubMode::Sharded => "SPUBLISH",
+        };
+        let script =
+            |body: &str| Script::new(&format!("local PUBLISH = '{publish}'\n{PRELUDE}\n{body}"));
         Scripts {
             join: script(JOIN),
             leave: script(LEAVE),
             participants: script(PARTICIPANTS),
             refresh: script(REFRESH),
             count: script(COUNT),
+            relay: script(RELAY),
+            resume: script(RESUME),
+            restore: script(RESTORE),
         }
     }
 }
 
-/// Helpers every script starts with. KEYS are always the room's participants hash, users hash
-/// and expiry sorted set, in that order.
+/// Helpers every script starts with. KEYS are always the room's participants hash, users
+/// hash, expiry sorted set and seq hash, in that order; a participant's mailbox and channel
+/// are named from the same prefix, so every key a script touches is in the room's slot.
+/// `PUBLISH` is defined before this: `PUBLISH` or `SPUBLISH`.
 const PRELUDE: &str = r#"
+local ROOM = string.sub(KEYS[1], 1, #KEYS[1] - #':participants')
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Removes a participant from all three keys (its user's pointer only if it still points to
--- it: a newer session of the same user keeps its own) and returns its JSON, or false.
+local function mailbox(id)
+  return ROOM .. ':mailbox:' .. id
+end
+
+local function publish(id, payload)
+  redis.call(PUBLISH, ROOM .. ':to:' .. id, payload)
+end
+
+-- Presence goes to everyone in the room but `except`, with seq 0, and is not kept.
+local function announce(text, except)
+  local payload = '0 ' .. text
+  for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if id ~= except then
+      publish(id, payload)
+    end
+  end
+end
+
+-- The same JSON as the server's participantLeft (ids never need escaping).
+local function left(id, reason)
+  return '{"type":"participantLeft","id":"' .. id .. '","reason":"' .. reason .. '"}'
+end
+
+-- Removes a participant from every key (its user's pointer only if it still points to it: a
+-- newer session of the same user keeps its own) and returns its JSON, or false.
 local function forget(id)
   local json = redis.call('HGET', KEYS[1], id)
   if json then
@@ -283,31 +606,44 @@ local function forget(id)
     redis.call('HDEL', KEYS[1], id)
   end
   redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('DEL', mailbox(id))
   return json
 end
 
--- Drops every participant whose deadline is not after now. A room emptied this way has
--- empty keys, which Redis deletes.
+-- Drops every participant whose deadline is not after now and tells the rest of the room.
+-- A room emptied this way has empty keys, which Redis deletes.
 local function prune(now)
+  local gone = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-    forget(id)
+    if forget(id) then
+      table.insert(gone, id)
+    end
+  end
+  for _, id in ipairs(gone) do
+    announce(left(id, 'connection_lost'))
   end
 end
 
 -- Makes the room's keys expire with its latest deadline, so an abandoned room leaves nothing
--- behind. Called after every write that adds or removes a deadline.
+-- behind. Called after every write that adds or removes a deadline or creates a key.
 local function expire_keys(now)
   local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
   if last[2] then
     local ms = math.max(1, math.floor(tonumber(last[2]) - now))
-    for i = 1, 3 do
+    for i = 1, 4 do
       redis.call('PEXPIRE', KEYS[i], ms)
     end
   end
 end
+
+local function seq_of(item)
+  return tonumber(string.match(item, '^(%d+) '))
+end
 "#;
 
-/// ARGV: participant id, user id, entry JSON, max, TTL in ms.
+/// ARGV: participant id, user id, entry JSON, max, TTL in ms, participantJoined JSON, the new
+/// session's resume token (or '').
 /// Returns {'ok', replaced JSON or '', all entries} or {'full', '', {}}.
 const JOIN: &str = r#"
 local now = now_ms()
@@ -331,8 +667,16 @@ end
 local replaced = ''
 if previous then
   replaced = forget(previous) or ''
+  if replaced ~= '' then
+    if ARGV[7] ~= '' then
+      publish(previous, 'replaced ' .. ARGV[7])
+    end
+    announce(left(previous, 'duplicate_identity'))
+  end
 end
-forget(id)
+if not forget(id) then
+  announce(ARGV[6])
+end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('HSET', KEYS[2], user, id)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), id)
@@ -340,13 +684,14 @@ expire_keys(now)
 return {'ok', replaced, redis.call('HVALS', KEYS[1])}
 "#;
 
-/// ARGV: participant id. Returns 1 if it was there.
+/// ARGV: participant id. Returns 1 if it was there (and tells the others it left).
 const LEAVE: &str = r#"
 local now = now_ms()
 prune(now)
 local gone = forget(ARGV[1])
 expire_keys(now)
 if gone then
+  announce(left(ARGV[1], 'left'))
   return 1
 end
 return 0
@@ -366,6 +711,7 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', mailbox(ARGV[1]), tonumber(ARGV[2]))
 expire_keys(now)
 return 1
 "#;
@@ -374,6 +720,112 @@ return 1
 const COUNT: &str = r#"
 prune(now_ms())
 return redis.call('HLEN', KEYS[1])
+"#;
+
+/// ARGV: target id, the message up to its "seq":0} placeholder, mailbox length.
+/// Returns the message's seq, or 0 when the target is not in the room (or has expired).
+///
+/// This is the hot path, so it does the least that keeps the invariants: it checks the
+/// target's own deadline instead of pruning the room (the participants' refreshes prune and
+/// announce), and sets a key's expiry only when this call created the key (a refresh extends
+/// them afterwards).
+const RELAY: &str = r#"
+local now = now_ms()
+local to = ARGV[1]
+local deadline = tonumber(redis.call('ZSCORE', KEYS[3], to))
+if not deadline or deadline <= now then
+  return 0
+end
+local seq = redis.call('HINCRBY', KEYS[4], to, 1)
+local payload = seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}'
+local box = mailbox(to)
+local length = redis.call('RPUSH', box, payload)
+if length > tonumber(ARGV[3]) then
+  redis.call('LTRIM', box, -tonumber(ARGV[3]), -1)
+end
+if length == 1 then
+  redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
+end
+if seq == 1 and redis.call('PTTL', KEYS[4]) < 0 then
+  expire_keys(now)
+end
+publish(to, payload)
+return seq
+"#;
+
+/// ARGV: user, presented token, last seq, new token, new pod, TTL in ms.
+/// Returns {'ok', entry JSON, seq, all entries, missed payloads} or {refusal[, detail]}.
+const RESUME: &str = r#"
+local now = now_ms()
+prune(now)
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+local json = id and redis.call('HGET', KEYS[1], id)
+if not json then
+  return {'no_session'}
+end
+local entry = cjson.decode(json)
+if entry.resume ~= ARGV[2] then
+  return {'token_mismatch'}
+end
+local seq = tonumber(redis.call('HGET', KEYS[4], id) or '0')
+local last = tonumber(ARGV[3])
+if last > seq then
+  return {'ahead', tostring(seq)}
+end
+local box = mailbox(id)
+local items = redis.call('LRANGE', box, 0, -1)
+local oldest = seq + 1
+if items[1] then
+  oldest = seq_of(items[1])
+end
+if last + 1 < oldest then
+  return {'overflowed', tostring(oldest)}
+end
+entry.pod = ARGV[5]
+entry.resume = ARGV[4]
+local updated = cjson.encode(entry)
+local ttl = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], id, updated)
+redis.call('ZADD', KEYS[3], now + ttl, id)
+redis.call('PEXPIRE', box, ttl)
+expire_keys(now)
+publish(id, 'replaced ' .. ARGV[4])
+local missed = {}
+for _, item in ipairs(items) do
+  if seq_of(item) > last then
+    table.insert(missed, item)
+  end
+end
+return {'ok', updated, tostring(seq), redis.call('HVALS', KEYS[1]), missed}
+"#;
+
+/// ARGV: participant id, user, entry JSON, TTL in ms, seq, participantJoined JSON.
+/// Returns 1 if the participant was missing and is back (and announced), else 0.
+const RESTORE: &str = r#"
+local now = now_ms()
+prune(now)
+local id, user = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', KEYS[1], id) == 1 then
+  if tonumber(ARGV[5]) > tonumber(redis.call('HGET', KEYS[4], id) or '0') then
+    redis.call('HSET', KEYS[4], id, ARGV[5])
+    expire_keys(now)
+  end
+  return 0
+end
+-- A newer session of the same user wins over the one being restored.
+local holder = redis.call('HGET', KEYS[2], user)
+if holder and redis.call('HEXISTS', KEYS[1], holder) == 1 then
+  return 0
+end
+announce(ARGV[6])
+redis.call('HSET', KEYS[1], id, ARGV[3])
+redis.call('HSET', KEYS[2], user, id)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
+if tonumber(ARGV[5]) > 0 then
+  redis.call('HSET', KEYS[4], id, ARGV[5])
+end
+expire_keys(now)
+return 1
 "#;
 
 #[cfg(test)]
@@ -391,6 +843,7 @@ mod tests {
                 "sb:room:{Stand-up_1.a}:participants",
                 "sb:room:{Stand-up_1.a}:users",
                 "sb:room:{Stand-up_1.a}:expiry",
+                "sb:room:{Stand-up_1.a}:seq",
             ]
         );
         for key in &keys {

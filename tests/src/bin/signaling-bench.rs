@@ -29,7 +29,7 @@ use switchboard_tests::binaries::workspace_binary;
 use switchboard_tests::http::get;
 use switchboard_tests::process::ChildProcess;
 use switchboard_tests::signaling::{TEST_KID, TEST_SECRET, token};
-use switchboard_tests::{RedisServer, free_port};
+use switchboard_tests::{RedisCluster, RedisServer, free_port};
 use tempfile::TempDir;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -102,6 +102,13 @@ enum Command {
         /// Size of each offer's `sdp`.
         #[arg(long, default_value_t = 256)]
         sdp_bytes: usize,
+        /// Room state: in-process, one Redis, or a Redis Cluster.
+        #[arg(long, value_enum, default_value_t = Backend::Memory)]
+        backend: Backend,
+        /// Signaling processes (more than one needs Redis); senders use the first, receivers
+        /// the last.
+        #[arg(long, default_value_t = 1)]
+        pods: usize,
     },
 }
 
@@ -224,31 +231,50 @@ fn cpu_seconds(pid: &str) -> f64 {
     (utime + stime) / ticks
 }
 
-/// CPU use of the server and of this process over a window.
+/// CPU use of the servers, of Redis and of this process over a window.
 struct CpuWindow {
-    server_pid: String,
+    server_pids: Vec<String>,
+    redis_pids: Vec<String>,
     server: f64,
+    redis: f64,
     bench: f64,
     at: Instant,
 }
 
+fn total_cpu(pids: &[String]) -> f64 {
+    pids.iter().map(|pid| cpu_seconds(pid)).sum()
+}
+
 impl CpuWindow {
     fn start(server_pid: u32) -> CpuWindow {
-        let server_pid = server_pid.to_string();
+        Self::start_many(&[server_pid], &[])
+    }
+
+    fn start_many(server_pids: &[u32], redis_pids: &[u32]) -> CpuWindow {
+        let server_pids: Vec<String> = server_pids.iter().map(u32::to_string).collect();
+        let redis_pids: Vec<String> = redis_pids.iter().map(u32::to_string).collect();
         CpuWindow {
-            server: cpu_seconds(&server_pid),
+            server: total_cpu(&server_pids),
+            redis: total_cpu(&redis_pids),
             bench: cpu_seconds("self"),
-            server_pid,
+            server_pids,
+            redis_pids,
             at: Instant::now(),
         }
     }
 
     fn percent(&self) -> Value {
         let wall = self.at.elapsed().as_secs_f64();
-        json!({
-            "server_cpu_percent": round1((cpu_seconds(&self.server_pid) - self.server) / wall * 100.0),
+        let mut out = json!({
+            "server_cpu_percent": round1((total_cpu(&self.server_pids) - self.server) / wall * 100.0),
             "bench_cpu_percent": round1((cpu_seconds("self") - self.bench) / wall * 100.0),
-        })
+        });
+        if !self.redis_pids.is_empty() {
+            out["redis_cpu_percent"] = json!(round1(
+                (total_cpu(&self.redis_pids) - self.redis) / wall * 100.0
+            ));
+        }
+        out
     }
 }
 
@@ -487,8 +513,32 @@ fn drain(mut stream: futures::stream::SplitStream<Ws>, errors: Arc<AtomicU64>) {
     });
 }
 
+/// Where the relay scenario's room state lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// The in-process store (one pod only).
+    Memory,
+    /// One `redis-server`.
+    Redis,
+    /// A 3-master Redis Cluster with sharded pub/sub.
+    Cluster,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redis => "redis",
+            Backend::Cluster => "redis-cluster",
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn relay(
-    server: &Server,
+    servers: &[Server],
+    backend: Backend,
+    redis_pids: &[u32],
     pairs: usize,
     rate: Option<f64>,
     window: usize,
@@ -496,14 +546,24 @@ async fn relay(
     warmup: f64,
     sdp_bytes: usize,
 ) {
-    let port = server.port;
+    // Senders on the first pod, receivers on the last: with several pods every message
+    // crosses from one process to another through Redis.
+    let sender_port = servers[0].port;
+    let receiver_port = servers[servers.len() - 1].port;
     let write_buffer = if rate.is_none() { 16 * 1024 } else { 0 };
     let mut set = Vec::new();
     for p in 0..pairs {
         let room = format!("pair{p}");
-        let mut receiver = connect(port, 2 * p, &format!("b{p}"), &room, 0).await;
+        let mut receiver = connect(receiver_port, 2 * p, &format!("b{p}"), &room, 0).await;
         let to = join(&mut receiver).await;
-        let mut sender = connect(port, 2 * p + 1, &format!("a{p}"), &room, write_buffer).await;
+        let mut sender = connect(
+            sender_port,
+            2 * p + 1,
+            &format!("a{p}"),
+            &room,
+            write_buffer,
+        )
+        .await;
         join(&mut sender).await;
         set.push((sender, to, receiver));
     }
@@ -612,10 +672,11 @@ async fn relay(
         }
     }
     // CPU use of both processes over the measured window only.
-    let server_pid = server.pid();
+    let server_pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let redis_pids = redis_pids.to_vec();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(tokio::time::Instant::from_std(measure_from)).await;
-        let window = CpuWindow::start(server_pid);
+        let window = CpuWindow::start_many(&server_pids, &redis_pids);
         tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
         window.percent()
     });
@@ -677,6 +738,7 @@ async fn relay(
     let result = match rate {
         Some(rate) => json!({
             "scenario": "relay", "mode": "rate", "pairs": pairs, "offered_per_second": rate,
+            "backend": backend.name(), "pods": servers.len(),
             "seconds": seconds, "sdp_bytes": sdp_bytes,
             "sent": sent_total, "received": received, "errors": errors,
             "achieved_per_second": (received as f64 / seconds).round(),
@@ -687,6 +749,7 @@ async fn relay(
         }),
         None => json!({
             "scenario": "relay", "mode": "max", "pairs": pairs, "window_per_pair": window,
+            "backend": backend.name(), "pods": servers.len(),
             "seconds": seconds, "sdp_bytes": sdp_bytes,
             "sent_including_warmup": sent_total, "received_in_window": received, "errors": errors,
             "relayed_per_second": (received as f64 / seconds).round(),
@@ -779,17 +842,41 @@ fn main() {
             seconds,
             warmup_seconds,
             sdp_bytes,
+            backend,
+            pods,
         } => {
             let rate = if max { None } else { rate };
-            let server = Server::start(
-                cpu,
-                &server_args(
-                    &["--rate-per-second=1000000", "--rate-burst=1000000"],
-                    &extra,
-                ),
+            assert!(
+                pods == 1 || backend != Backend::Memory,
+                "--pods above 1 needs --backend redis or cluster"
             );
+            let redis_server = (backend == Backend::Redis).then(|| RedisServer::start().unwrap());
+            let cluster = (backend == Backend::Cluster).then(|| RedisCluster::start().unwrap());
+            let mut args = server_args(
+                &["--rate-per-second=1000000", "--rate-burst=1000000"],
+                &extra,
+            );
+            let mut redis_pids = Vec::new();
+            if let Some(r) = &redis_server {
+                args.push(format!("--redis-url={}", r.url()));
+                redis_pids.push(r.pid());
+            }
+            if let Some(c) = &cluster {
+                args.push(format!("--redis-url={}", c.urls()));
+                args.push("--redis-cluster".to_owned());
+                redis_pids.extend(c.pids());
+            }
+            let servers: Vec<Server> = (0..pods.max(1))
+                .map(|i| {
+                    let mut own = args.clone();
+                    own.push(format!("--pod-name=bench-{i}"));
+                    Server::start(cpu, &own)
+                })
+                .collect();
             runtime().block_on(relay(
-                &server,
+                &servers,
+                backend,
+                &redis_pids,
                 pairs,
                 rate,
                 window,
