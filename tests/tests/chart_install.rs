@@ -91,7 +91,8 @@ fn status_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
 /// Proves `helm install` is accepted whole by a real apiserver (RBAC on, Pod Security
 /// `restricted` enforced), and that with the chart's own ServiceAccounts, Roles, Secrets and
 /// environment the operator (two replicas, leader election) places a Room, fills the TURN
-/// Secret, signaling admits two clients who exchange offer and answer with TURN credentials,
+/// Secret, signaling admits two clients (one on each replica) who exchange offer and answer
+/// with TURN credentials,
 /// and the requests the RBAC must deny are refused with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_with_the_charts_own_rbac() {
@@ -404,7 +405,10 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
         .unwrap();
     assert!(minted.status.success(), "{}", text(&minted));
     let bob_token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
-    let (mut bob, joined_b) = Client::join(&url, &bob_token).await.unwrap();
+    // Bob is on the other signaling replica: offer and answer cross pods through the Redis
+    // whose URL came from the chart's Secret.
+    let other = format!("ws://127.0.0.1:{}/v1/ws", signalings[1].port());
+    let (mut bob, joined_b) = Client::join(&other, &bob_token).await.unwrap();
     alice
         .send_json(&json!({"type": "offer", "to": joined_b["participantId"], "sdp": "v=0 offer"}))
         .await
@@ -421,8 +425,7 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
     assert_eq!(answer["from"], joined_b["participantId"]);
     assert_eq!(answer["sdp"], "v=0 answer");
     eprintln!("offer and answer exchanged at {:?}", started.elapsed());
-    // The second signaling replica shares the room state through the Redis from the Secret.
-    let other = format!("ws://127.0.0.1:{}/v1/ws", signalings[1].port());
+    // Both replicas share the room state.
     let (_carol, joined_c) = Client::join(&other, &join_token(&hs256, "carol", "standup"))
         .await
         .unwrap();
