@@ -92,8 +92,7 @@ fn status_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
 /// `restricted` enforced), and that with the chart's own ServiceAccounts, Roles, Secrets and
 /// environment the operator (two replicas, leader election) places a Room, fills the TURN
 /// Secret, signaling admits two clients (one on each replica) who exchange offer and answer
-/// with TURN credentials,
-/// and the requests the RBAC must deny are refused with 403.
+/// with TURN credentials, and the requests the RBAC must deny are refused with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_with_the_charts_own_rbac() {
     let started = Instant::now();
