@@ -5,10 +5,12 @@
 #
 #   switchboard-local/runtime:bookworm-ca  minbase Debian (glibc, libgcc, CA certificates): the
 #                                        run stage
-#   switchboard-local/builder:<rustc>    minbase Debian + gcc + this machine's Rust toolchain
-#                                        and crate cache (the build runs offline)
+#   switchboard-local/rust:<rustc>       minbase Debian + gcc + this machine's Rust toolchain
+#   switchboard-local/builder:<rustc>-<lock>  that + the crates Cargo.lock names, from this
+#                                        machine's cargo cache (the build runs offline)
 #
-# Bases are built once and kept; the images are tagged switchboard/{operator,signaling}:local.
+# Bases are built once and kept (the builder again when Cargo.lock changes, replacing the old
+# one); the images are tagged switchboard/{operator,signaling}:local.
 # Needs root (debootstrap), a running dockerd, rustc and cargo. CARGO_PROFILE (default dev)
 # picks the build profile inside the image.
 set -euo pipefail
@@ -35,25 +37,38 @@ import_debian() {
   rm -rf "$root"
 }
 
-# This machine's toolchain and crate cache, so the image build needs no network.
+# This machine's Rust toolchain.
 add_rust() {
   local root=$1 sysroot
   sysroot=$(rustc --print sysroot)
-  mkdir -p "$root/usr/local/rust/lib/rustlib" "$root/usr/local/cargo/registry"
+  mkdir -p "$root/usr/local/rust/lib/rustlib"
   cp -a "$sysroot/bin" "$root/usr/local/rust/"
   cp -a "$sysroot"/lib/*.so* "$root/usr/local/rust/lib/"
   cp -a "$sysroot/lib/rustlib/x86_64-unknown-linux-gnu" "$root/usr/local/rust/lib/rustlib/"
-  local cargo_home=${CARGO_HOME:-$HOME/.cargo}
-  cp -a "$cargo_home/registry/index" "$cargo_home/registry/cache" "$root/usr/local/cargo/registry/"
 }
 
+rustc_version=$(rustc -V | awk '{print $2}')
 runtime=switchboard-local/runtime:bookworm-ca
-builder="switchboard-local/builder:$(rustc -V | awk '{print $2}')"
+toolchain="switchboard-local/rust:$rustc_version"
+builder="switchboard-local/builder:$rustc_version-$(sha256sum Cargo.lock | cut -c1-12)"
 if ! docker image inspect "$runtime" >/dev/null 2>&1; then
   extra= import_debian "$runtime" "ca-certificates"
 fi
+if ! docker image inspect "$toolchain" >/dev/null 2>&1; then
+  extra=add_rust import_debian "$toolchain" "gcc,libc6-dev"
+fi
 if ! docker image inspect "$builder" >/dev/null 2>&1; then
-  extra=add_rust import_debian "$builder" "gcc,libc6-dev"
+  say "crates for $builder"
+  # Every crate Cargo.lock names, from crates.io into this machine's cache if missing.
+  cargo fetch --locked >&2
+  cargo_home=${CARGO_HOME:-$HOME/.cargo}
+  mkdir -p "$work/crates/registry"
+  cp -a "$cargo_home/registry/index" "$cargo_home/registry/cache" "$work/crates/registry/"
+  printf 'FROM %s\nCOPY registry /usr/local/cargo/registry\n' "$toolchain" >"$work/crates/Dockerfile"
+  docker build -q -t "$builder" "$work/crates" >&2
+  rm -rf "$work/crates"
+  docker images --format '{{.Repository}}:{{.Tag}}' switchboard-local/builder |
+    grep -vx "$builder" | xargs -r docker rmi >&2 || true
 fi
 for component in operator signaling; do
   say "docker build $component ($profile)"
