@@ -45,6 +45,12 @@ SWITCHBOARD_CONTROLPLANE_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
 export SWITCHBOARD_CONTROLPLANE_DIR
 echo "ready in $(( $(date +%s) - cp_start ))s: $SWITCHBOARD_CONTROLPLANE_DIR"
 
+say "chart tools (helm, kubeconform)"
+tools_start=$(date +%s)
+SWITCHBOARD_CHART_TOOLS_DIR=$(bash tests/tools/build.sh | tail -n 1)
+export SWITCHBOARD_CHART_TOOLS_DIR
+echo "ready in $(( $(date +%s) - tools_start ))s: $SWITCHBOARD_CHART_TOOLS_DIR"
+
 say "benchmark peers (Centrifugo, socket.io) for the peer-bench smoke test"
 peers_start=$(date +%s)
 SWITCHBOARD_PEERS_DIR=$(bash tests/bench/peers/build.sh | tail -n 1)

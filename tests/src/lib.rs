@@ -8,6 +8,7 @@
 
 pub mod binaries;
 pub mod browser;
+pub mod chart;
 pub mod control_plane;
 pub mod coturn;
 pub mod http;
