@@ -20,6 +20,10 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# Container images: Debian's docker daemon, and debootstrap for the local base images (there is
+# no registry to pull from); tests/tests/chart_images.rs builds and runs both images.
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -31,6 +35,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages may start a system Redis and coturn; the tests start their own on free ports.
   if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server coturn >/dev/null 2>&1 || true; fi
+fi
+if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  say "starting dockerd for the image test"
+  cache_dir=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
+  mkdir -p "$cache_dir"
+  (dockerd >"$cache_dir/dockerd.log" 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || echo "dockerd did not start (see $cache_dir/dockerd.log); the image test will say it skipped" >&2
 fi
 command -v go >/dev/null 2>&1 || { echo "tests/run.sh: Go is needed to build the test control plane" >&2; exit 1; }
 # PyJWT mints tokens independently of our code for the signaling cross-check.
