@@ -12,6 +12,7 @@ pub mod chart;
 pub mod control_plane;
 pub mod coturn;
 pub mod http;
+pub mod measure;
 pub mod objects;
 pub mod operator;
 pub mod pki;

@@ -20,7 +20,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,19 +29,20 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt, stream};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use switchboard_tests::binaries::workspace_binary;
 use switchboard_tests::http::get;
+use switchboard_tests::measure::{
+    CpuWindow, Ws, histogram, nofile_limit, quantiles_ms, runtime, since, source_ip, status_kib,
+    ws_config,
+};
 use switchboard_tests::process::ChildProcess;
 use switchboard_tests::signaling::{TEST_KID, TEST_SECRET, token};
 use switchboard_tests::{RedisServer, free_port};
 use tempfile::TempDir;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Parser)]
 struct Cli {
@@ -285,109 +286,6 @@ fn centrifugo_config(port: u16, redis_url: Option<&str>) -> Value {
     config
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    kib_field(&text, field)
-}
-
-fn kib_field(text: &str, field: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(at) = stat.rfind(')') else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat[at + 2..].split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (field(11) + field(12)) / ticks
-}
-
-/// CPU use of the servers, of Redis and of this process over a window.
-struct CpuWindow {
-    server_pids: Vec<String>,
-    redis_pids: Vec<String>,
-    server: f64,
-    redis: f64,
-    bench: f64,
-    at: Instant,
-}
-
-fn total_cpu(pids: &[String]) -> f64 {
-    pids.iter().map(|pid| cpu_seconds(pid)).sum()
-}
-
-impl CpuWindow {
-    fn start(server_pids: &[u32], redis_pids: &[u32]) -> CpuWindow {
-        let server_pids: Vec<String> = server_pids.iter().map(u32::to_string).collect();
-        let redis_pids: Vec<String> = redis_pids.iter().map(u32::to_string).collect();
-        CpuWindow {
-            server: total_cpu(&server_pids),
-            redis: total_cpu(&redis_pids),
-            bench: cpu_seconds("self"),
-            server_pids,
-            redis_pids,
-            at: Instant::now(),
-        }
-    }
-
-    fn percent(&self) -> Value {
-        let wall = self.at.elapsed().as_secs_f64();
-        json!({
-            "server_cpu_percent": round1((total_cpu(&self.server_pids) - self.server) / wall * 100.0),
-            "bench_cpu_percent": round1((cpu_seconds("self") - self.bench) / wall * 100.0),
-            "redis_cpu_percent": round1((total_cpu(&self.redis_pids) - self.redis) / wall * 100.0),
-        })
-    }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn nofile_limit() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or(1024)
-}
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// Small client buffers: the load generator holds as many sockets as the server.
-fn ws_config(write_buffer: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(2048)
-        .write_buffer_size(write_buffer)
-}
-
-/// One of 127.0.0.2 to 127.0.0.200, so each source address needs only a few hundred ports.
-fn source_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 2 + (i % 199) as u8)
-}
-
 /// A connected, authenticated client, before its join.
 struct Conn {
     ws: Ws,
@@ -595,16 +493,6 @@ fn is_error(system: System, text: &str) -> bool {
     }
 }
 
-fn quantiles_ms(h: &Histogram<u64>) -> Value {
-    let ms = |ns: u64| (ns as f64 / 1e6 * 1000.0).round() / 1000.0;
-    json!({"count": h.len(), "p50_ms": ms(h.value_at_quantile(0.5)), "p90_ms": ms(h.value_at_quantile(0.9)),
-           "p99_ms": ms(h.value_at_quantile(0.99)), "p999_ms": ms(h.value_at_quantile(0.999)), "max_ms": ms(h.max())})
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000_000, 3).unwrap()
-}
-
 /// Keeps an idle connection alive: reads everything and answers application pings.
 fn keep_idle(system: System, mut ws: Ws) {
     tokio::spawn(async move {
@@ -722,11 +610,6 @@ async fn joins(
             "cpu_during_joins": cpu,
         })
     );
-}
-
-/// Nanoseconds since `base`, as written into and read back from each offer's `sdp`.
-fn since(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
 }
 
 /// Reads a sender's own socket (publish replies, errors) and counts errors.
@@ -971,14 +854,6 @@ async fn relay(
         }),
     };
     println!("{result}");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // One worker per CPU this process may use: the script pins it to the load core.
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Prints a skip record and returns false when the descriptor limit cannot hold `connections`.

@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,19 +23,20 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt, stream};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use switchboard_tests::binaries::workspace_binary;
 use switchboard_tests::http::get;
+use switchboard_tests::measure::{
+    CpuWindow, Ws, cpu_seconds, histogram, kib_field, nofile_limit, quantiles_ms, round1, runtime,
+    since, source_ip, status_kib, ws_config,
+};
 use switchboard_tests::process::ChildProcess;
 use switchboard_tests::signaling::{TEST_KID, TEST_SECRET, token};
 use switchboard_tests::{RedisCluster, RedisServer, free_port};
 use tempfile::TempDir;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Parser)]
 struct Cli {
@@ -188,18 +189,6 @@ impl Server {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let path = format!("/proc/{pid}/status");
-    kib_field(&std::fs::read_to_string(&path).unwrap(), field)
-}
-
-fn kib_field(text: &str, field: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The `smaps_rollup` lines that say where the RSS is (KiB).
 fn smaps(pid: u32) -> Value {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -209,100 +198,6 @@ fn smaps(pid: u32) -> Value {
         "private_dirty_kib": kib_field(&text, "Private_Dirty:"),
         "shared_clean_kib": kib_field(&text, "Shared_Clean:"),
     })
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields[11].parse().unwrap();
-    let stime: f64 = fields[12].parse().unwrap();
-    (utime + stime) / ticks
-}
-
-/// CPU use of the servers, of Redis and of this process over a window.
-struct CpuWindow {
-    server_pids: Vec<String>,
-    redis_pids: Vec<String>,
-    server: f64,
-    redis: f64,
-    bench: f64,
-    at: Instant,
-}
-
-fn total_cpu(pids: &[String]) -> f64 {
-    pids.iter().map(|pid| cpu_seconds(pid)).sum()
-}
-
-impl CpuWindow {
-    fn start(server_pid: u32) -> CpuWindow {
-        Self::start_many(&[server_pid], &[])
-    }
-
-    fn start_many(server_pids: &[u32], redis_pids: &[u32]) -> CpuWindow {
-        let server_pids: Vec<String> = server_pids.iter().map(u32::to_string).collect();
-        let redis_pids: Vec<String> = redis_pids.iter().map(u32::to_string).collect();
-        CpuWindow {
-            server: total_cpu(&server_pids),
-            redis: total_cpu(&redis_pids),
-            bench: cpu_seconds("self"),
-            server_pids,
-            redis_pids,
-            at: Instant::now(),
-        }
-    }
-
-    fn percent(&self) -> Value {
-        let wall = self.at.elapsed().as_secs_f64();
-        let mut out = json!({
-            "server_cpu_percent": round1((total_cpu(&self.server_pids) - self.server) / wall * 100.0),
-            "bench_cpu_percent": round1((cpu_seconds("self") - self.bench) / wall * 100.0),
-        });
-        if !self.redis_pids.is_empty() {
-            out["redis_cpu_percent"] = json!(round1(
-                (total_cpu(&self.redis_pids) - self.redis) / wall * 100.0
-            ));
-        }
-        out
-    }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn nofile_limit() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or(1024)
-}
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// Small client buffers: the load generator holds as many sockets as the server.
-fn ws_config(write_buffer: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(2048)
-        .write_buffer_size(write_buffer)
-}
-
-/// One of 127.0.0.2 to 127.0.0.200, so each source address needs only a few hundred ports.
-fn source_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 2 + (i % 199) as u8)
 }
 
 async fn connect(port: u16, i: usize, user: &str, room: &str, write_buffer: usize) -> Ws {
@@ -346,16 +241,6 @@ async fn join(ws: &mut Ws) -> String {
             other => panic!("connection ended before joined: {other:?}"),
         }
     }
-}
-
-fn quantiles_ms(h: &Histogram<u64>) -> Value {
-    let ms = |ns: u64| (ns as f64 / 1e6 * 1000.0).round() / 1000.0;
-    json!({"count": h.len(), "p50_ms": ms(h.value_at_quantile(0.5)), "p90_ms": ms(h.value_at_quantile(0.9)),
-           "p99_ms": ms(h.value_at_quantile(0.99)), "p999_ms": ms(h.value_at_quantile(0.999)), "max_ms": ms(h.max())})
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000_000, 3).unwrap()
 }
 
 fn check_fds(scenario: &str, connections: usize) -> bool {
@@ -438,7 +323,7 @@ async fn joins(
         .await;
     let connect_s = started.elapsed().as_secs_f64();
     // Phase 2: joins, `concurrency` in flight.
-    let cpu = CpuWindow::start(server.pid());
+    let cpu = CpuWindow::start(&[server.pid()], &[]);
     let redis_cpu = redis_pid.map(|pid| cpu_seconds(&pid.to_string()));
     let started = Instant::now();
     let done: Vec<(Ws, u64)> = stream::iter(sockets)
@@ -472,11 +357,6 @@ async fn joins(
             "cpu_during_joins": cpu,
         })
     );
-}
-
-/// Nanoseconds since `base`, as written into and read back from each offer's `sdp`.
-fn since(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
 }
 
 /// `i=<intended ns>;s=<sent ns>;` from a relayed offer, without a full JSON parse.
@@ -676,7 +556,7 @@ async fn relay(
     let redis_pids = redis_pids.to_vec();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(tokio::time::Instant::from_std(measure_from)).await;
-        let window = CpuWindow::start_many(&server_pids, &redis_pids);
+        let window = CpuWindow::start(&server_pids, &redis_pids);
         tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
         window.percent()
     });
@@ -758,14 +638,6 @@ async fn relay(
         }),
     };
     println!("{result}");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // One worker per CPU this process may use: the script pins it to the load core.
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The scenario's own server flags, then the command line's `--server-arg`s (which win).
