@@ -28,31 +28,7 @@ pub fn chart_dir() -> PathBuf {
 /// here (instant when the cache is warm).
 pub fn tools_dir() -> Result<PathBuf> {
     static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("SWITCHBOARD_CHART_TOOLS_DIR") {
-            return Ok(PathBuf::from(dir));
-        }
-        let script = repo_root().join("tests/tools/build.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "{} failed ({}):\n{}",
-                script.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .map(|line| PathBuf::from(line.trim()))
-            .ok_or_else(|| format!("{} printed no directory", script.display()))
-    })
-    .clone()
-    .map_err(HarnessError::Build)
+    crate::tools::built_dir(&DIR, "SWITCHBOARD_CHART_TOOLS_DIR", "tests/tools/build.sh")
 }
 
 /// A helm with its own empty config, cache and data directories, so the user's repositories

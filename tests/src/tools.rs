@@ -14,11 +14,26 @@ use crate::{HarnessError, Result, repo_root};
 /// The directory holding `etcd`, `kube-apiserver` and `kubectl`.
 pub fn control_plane_dir() -> Result<PathBuf> {
     static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("SWITCHBOARD_CONTROLPLANE_DIR") {
+    built_dir(
+        &DIR,
+        "SWITCHBOARD_CONTROLPLANE_DIR",
+        "tests/controlplane/build.sh",
+    )
+}
+
+/// The directory a caching build script (`tests/*/build.sh`) put its binaries in: the one
+/// `tests/run.sh` exported in `env`, or else the script's last line of output (the script
+/// is instant when its cache is warm). Computed once per test process.
+pub fn built_dir(
+    cell: &'static OnceLock<std::result::Result<PathBuf, String>>,
+    env: &str,
+    script: &str,
+) -> Result<PathBuf> {
+    cell.get_or_init(|| {
+        if let Some(dir) = std::env::var_os(env) {
             return Ok(PathBuf::from(dir));
         }
-        let script = repo_root().join("tests/controlplane/build.sh");
+        let script = repo_root().join(script);
         let output = Command::new("bash")
             .arg(&script)
             .output()
@@ -31,8 +46,7 @@ pub fn control_plane_dir() -> Result<PathBuf> {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        stdout
+        String::from_utf8_lossy(&output.stdout)
             .lines()
             .last()
             .map(|line| PathBuf::from(line.trim()))
