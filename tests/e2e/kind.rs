@@ -9,7 +9,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,10 +18,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 use switchboard_crds::{Room, SfuNode};
-use switchboard_signaling::auth::{Hs256Signer, MintClaims};
-use switchboard_signaling::ids::{RoomId, UserId};
-use switchboard_tests::objects::{room, sfu_node, wait_for};
-use switchboard_tests::signaling::Client as WsClient;
+use switchboard_tests::objects::{api_status, room, sfu_node, wait_for};
+use switchboard_tests::signaling::{Client as WsClient, token_with_keys};
 
 struct Cluster {
     kubeconfig: String,
@@ -55,25 +53,6 @@ async fn client(cluster: &Cluster, impersonate: Option<String>) -> Client {
         .unwrap();
     config.auth_info.impersonate = impersonate;
     Client::try_from(config).unwrap()
-}
-
-fn join_token(hs256: &str, user: &str, room: &str) -> String {
-    let (kid, secret) = hs256.split(',').next().unwrap().split_once('=').unwrap();
-    let signer = Hs256Signer::new(Some(kid), secret.as_bytes()).unwrap();
-    let claims = MintClaims::new(
-        UserId::parse(user).unwrap(),
-        RoomId::parse(room).unwrap(),
-        SystemTime::now(),
-        Duration::from_secs(600),
-    );
-    signer.mint(&claims).unwrap()
-}
-
-fn status_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
-    match result {
-        Err(kube::Error::Api(status)) => status.code,
-        other => panic!("expected an API error, got {other:?}"),
-    }
 }
 
 /// Proves the installed chart places a Room, relays offer and answer between two clients
@@ -135,15 +114,17 @@ async fn chart_on_kind_places_and_relays() {
 
     let (mut alice, joined_a) = WsClient::join(
         &cluster.url,
-        &join_token(&cluster.hs256, "alice", "e2e-room"),
+        &token_with_keys(&cluster.hs256, "alice", "e2e-room").unwrap(),
     )
     .await
     .unwrap();
     assert_eq!(joined_a["sfu"]["node"], node.as_str(), "{joined_a}");
-    let (mut bob, joined_b) =
-        WsClient::join(&cluster.url, &join_token(&cluster.hs256, "bob", "e2e-room"))
-            .await
-            .unwrap();
+    let (mut bob, joined_b) = WsClient::join(
+        &cluster.url,
+        &token_with_keys(&cluster.hs256, "bob", "e2e-room").unwrap(),
+    )
+    .await
+    .unwrap();
     alice
         .send_json(&json!({"type": "offer", "to": joined_b["participantId"], "sdp": "v=0 offer"}))
         .await
@@ -164,20 +145,20 @@ async fn chart_on_kind_places_and_relays() {
     let operator_sa = format!("system:serviceaccount:{ns}:{operator}");
     let as_signaling: Api<Room> = Api::namespaced(client(&cluster, Some(signaling_sa)).await, ns);
     assert_eq!(
-        status_code(
+        api_status(
             as_signaling
                 .delete("e2e-room", &DeleteParams::default())
                 .await
         ),
-        403
+        Some(403)
     );
     let as_operator: Api<Secret> = Api::namespaced(client(&cluster, Some(operator_sa)).await, ns);
     assert_eq!(
-        status_code(
+        api_status(
             as_operator
                 .get(&format!("{}-switchboard-config", cluster.release))
                 .await
         ),
-        403
+        Some(403)
     );
 }

@@ -60,3 +60,11 @@ where
         }
     }
 }
+
+/// The HTTP status of a refused API request; `None` when it succeeded or failed otherwise.
+pub fn api_status<T>(result: Result<T, kube::Error>) -> Option<u16> {
+    match result {
+        Err(kube::Error::Api(status)) => Some(status.code),
+        _ => None,
+    }
+}

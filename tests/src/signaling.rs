@@ -162,6 +162,23 @@ pub fn token(user: &str, room: &str, ttl: Duration) -> String {
     token_in_region(user, room, None, ttl)
 }
 
+/// A 10-minute join token signed with the first `KID=SECRET` of `keys`, in the form
+/// `SWITCHBOARD_JWT_HS256` takes (for servers configured from a chart's Secret).
+pub fn token_with_keys(keys: &str, user: &str, room: &str) -> std::result::Result<String, String> {
+    let first = keys.split(',').next().unwrap_or_default();
+    let (kid, secret) = first
+        .split_once('=')
+        .ok_or_else(|| format!("{first:?} is not KID=SECRET"))?;
+    let signer = Hs256Signer::new(Some(kid), secret.as_bytes()).map_err(|e| e.to_string())?;
+    let claims = MintClaims::new(
+        UserId::parse(user).map_err(|e| e.to_string())?,
+        RoomId::parse(room).map_err(|e| e.to_string())?,
+        SystemTime::now(),
+        Duration::from_secs(600),
+    );
+    signer.mint(&claims).map_err(|e| e.to_string())
+}
+
 /// A join token with a `region` hint.
 pub fn token_in_region(user: &str, room: &str, region: Option<&str>, ttl: Duration) -> String {
     let signer =

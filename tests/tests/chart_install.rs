@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -17,14 +17,12 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use switchboard_crds::Room;
-use switchboard_signaling::auth::{Hs256Signer, MintClaims};
-use switchboard_signaling::ids::{RoomId, UserId};
 use switchboard_tests::binaries::workspace_binary;
 use switchboard_tests::chart::{
     ChartPod, ContainerCommand, Helm, chart_dir, of_kind, parse_manifests, token_kubeconfig,
 };
-use switchboard_tests::objects::{room, sfu_node, wait_for};
-use switchboard_tests::signaling::Client;
+use switchboard_tests::objects::{api_status, room, sfu_node, wait_for};
+use switchboard_tests::signaling::{Client, token_with_keys};
 use switchboard_tests::{ControlPlane, RedisServer};
 
 const NS: &str = "switchboard";
@@ -65,27 +63,6 @@ fn write_kubeconfig(cp: &ControlPlane, dir: &Path, name: &str, token: &str) -> s
     let path = dir.join(format!("{name}.kubeconfig"));
     std::fs::write(&path, token_kubeconfig(cp.url(), cp.ca_pem(), token, NS)).unwrap();
     path
-}
-
-/// A join token signed with the first HS256 key of the signaling pods' resolved environment.
-fn join_token(hs256: &str, user: &str, room: &str) -> String {
-    let first = hs256.split(',').next().unwrap();
-    let (kid, secret) = first.split_once('=').unwrap();
-    let signer = Hs256Signer::new(Some(kid), secret.as_bytes()).unwrap();
-    let claims = MintClaims::new(
-        UserId::parse(user).unwrap(),
-        RoomId::parse(room).unwrap(),
-        SystemTime::now(),
-        Duration::from_secs(600),
-    );
-    signer.mint(&claims).unwrap()
-}
-
-fn status_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
-    match result {
-        Err(kube::Error::Api(status)) => status.code,
-        other => panic!("expected an API error, got {other:?}"),
-    }
 }
 
 /// Proves `helm install` is accepted whole by a real apiserver (RBAC on, Pod Security
@@ -364,7 +341,10 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
         "a join with TURN credentials",
         Duration::from_secs(15),
         || {
-            let (url, token) = (url.clone(), join_token(&hs256, "alice", "standup"));
+            let (url, token) = (
+                url.clone(),
+                token_with_keys(&hs256, "alice", "standup").unwrap(),
+            );
             async move {
                 let (client, joined) = Client::join(&url, &token).await?;
                 if joined["iceServers"][0]["credential"].is_string() {
@@ -425,9 +405,12 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
     assert_eq!(answer["sdp"], "v=0 answer");
     eprintln!("offer and answer exchanged at {:?}", started.elapsed());
     // Both replicas share the room state.
-    let (_carol, joined_c) = Client::join(&other, &join_token(&hs256, "carol", "standup"))
-        .await
-        .unwrap();
+    let (_carol, joined_c) = Client::join(
+        &other,
+        &token_with_keys(&hs256, "carol", "standup").unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         joined_c["participants"].as_array().map(Vec::len),
         Some(3),
@@ -448,21 +431,21 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
     let as_operator = cp.client_with_token(&operator_token).unwrap();
     let signaling_rooms: Api<Room> = Api::namespaced(as_signaling.clone(), NS);
     assert_eq!(
-        status_code(
+        api_status(
             signaling_rooms
                 .delete("standup", &DeleteParams::default())
                 .await
         ),
-        403,
+        Some(403),
         "signaling deleting a Room"
     );
     assert_eq!(
-        status_code(
+        api_status(
             signaling_rooms
                 .create(&PostParams::default(), &room("uninvited", 2, json!({})))
                 .await
         ),
-        403,
+        Some(403),
         "signaling creating a Room without auto-create"
     );
     let signaling_secrets: Api<Secret> = Api::namespaced(as_signaling, NS);
@@ -470,30 +453,33 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
         signaling_secrets.get(TURN_SECRET).await.is_ok(),
         "signaling reads the TURN Secret"
     );
-    assert_eq!(status_code(signaling_secrets.get(CONFIG_SECRET).await), 403);
+    assert_eq!(
+        api_status(signaling_secrets.get(CONFIG_SECRET).await),
+        Some(403)
+    );
     let operator_secrets: Api<Secret> = Api::namespaced(as_operator.clone(), NS);
     assert!(
         operator_secrets.get(TURN_SECRET).await.is_ok(),
         "the operator reads its Secret"
     );
     assert_eq!(
-        status_code(operator_secrets.get(CONFIG_SECRET).await),
-        403,
+        api_status(operator_secrets.get(CONFIG_SECRET).await),
+        Some(403),
         "the operator reading another Secret"
     );
     assert_eq!(
-        status_code(operator_secrets.list(&ListParams::default()).await),
-        403
+        api_status(operator_secrets.list(&ListParams::default()).await),
+        Some(403)
     );
     let operator_leases: Api<Lease> = Api::namespaced(as_operator.clone(), NS);
     assert_eq!(
-        status_code(operator_leases.get("someone-elses-lease").await),
-        403
+        api_status(operator_leases.get("someone-elses-lease").await),
+        Some(403)
     );
     let elsewhere: Api<Room> = Api::namespaced(as_operator, "default");
     assert_eq!(
-        status_code(elsewhere.list(&ListParams::default()).await),
-        403,
+        api_status(elsewhere.list(&ListParams::default()).await),
+        Some(403),
         "the operator outside its namespace"
     );
 
