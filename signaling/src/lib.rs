@@ -1,7 +1,7 @@
 //! `switchboard-signaling`: the stateless WebSocket signaling server.
 //!
-//! This library holds the pure core the server is built on, with no sockets, clocks, Redis or
-//! Kubernetes in it, so every rule can be tested directly:
+//! This library is the whole server, so tests can reach every part. Its pure modules have no
+//! sockets, clocks, Redis or Kubernetes in them, so every rule can be tested directly:
 //! - [`ids`]: room, participant and user ids, display names and region hints, validated once
 //!   at the edge because they end up in Redis keys and Kubernetes names;
 //! - [`protocol`]: the versioned JSON wire protocol (`docs/protocol.md` is its reference);

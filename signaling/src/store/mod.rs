@@ -3,8 +3,8 @@
 //! [`RoomStore`] is the one interface the server uses; [`MemoryStore`] is the embedded
 //! single-process default and [`RedisStore`] the shared one. Both pass the same
 //! [`behaviour`] suite, so the server cannot tell them apart except by who else sees the state.
-//! This module only keeps state: it does not relay messages, talk to Kubernetes or know about
-//! WebSockets.
+//! It keeps the state and carries messages between pods (see "Messages" below); it does not
+//! talk to Kubernetes or know about WebSockets.
 //!
 //! # Semantics
 //!
