@@ -75,7 +75,10 @@ const browser = await chromium.launch({
   args: [
     "--no-sandbox",
     "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    // Host candidates as plain addresses; and no Local Network Access checks: the page's
+    // origin is intercepted (it has no address), so Chromium would count it as public and
+    // block its WebSocket to the SFU on 127.0.0.2.
+    "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks",
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
   ],
@@ -83,6 +86,7 @@ const browser = await chromium.launch({
 const result = { ok: false };
 const logs = config.participants.map(() => []);
 const started = Date.now();
+const pages = [];
 const elapsed = () => Date.now() - started;
 
 function joined(participantId, sfu) {
@@ -121,7 +125,6 @@ try {
     if (path === "/") return route.fulfill({ contentType: "text/html", body: PAGE });
     return route.fulfill({ status: 404, body: "not found" });
   });
-  const pages = [];
   for (const [i, participantId] of config.participants.entries()) {
     const page = await context.newPage();
     page.on("console", (m) => logs[i].push(m.text()));
@@ -137,6 +140,7 @@ try {
   result.modes = await Promise.all(pages.map((p) => p.evaluate(() => window.test.client.mediaMode)));
   if (config.failover) {
     const { killPid, sfu, stale } = config.failover;
+    result.errorsBeforeKill = await Promise.all(pages.map((p) => p.evaluate(() => [...window.test.errors])));
     const killedAt = elapsed();
     process.kill(killPid, "SIGKILL");
     for (const page of pages) {
@@ -158,6 +162,7 @@ try {
 } catch (error) {
   result.error = String(error?.stack ?? error);
   result.logs = logs;
+  result.sfuErrors = await Promise.all(pages.map((p) => p.evaluate(() => window.test.errors).catch(() => null)));
 } finally {
   await browser.close();
 }
