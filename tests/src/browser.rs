@@ -135,6 +135,20 @@ fn getrandom_suffix() -> String {
 /// A directory holding `node_modules/playwright-core`, installed from npm into the cache on
 /// first use. Call it outside the test's namespace: npm needs the registry.
 pub fn playwright_dir() -> Result<PathBuf> {
+    npm_package_dir("playwright-core", PLAYWRIGHT_CORE)
+}
+
+/// The TypeScript version the client's declarations are checked with.
+pub const TYPESCRIPT: &str = "7.0.2";
+
+/// The `tsc` binary of npm's `typescript` [`TYPESCRIPT`], installed into the cache on first use.
+pub fn tsc() -> Result<PathBuf> {
+    Ok(npm_package_dir("typescript", TYPESCRIPT)?.join("node_modules/.bin/tsc"))
+}
+
+/// A directory holding `node_modules/<package>` at `version`, installed from npm into the
+/// cache (`SWITCHBOARD_CACHE`, or `~/.cache/switchboard`) on first use and reused after.
+pub fn npm_package_dir(package: &str, version: &str) -> Result<PathBuf> {
     // Tests of one binary run in parallel; one of them installs.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INSTALL
@@ -147,25 +161,25 @@ pub fn playwright_dir() -> Result<PathBuf> {
             action: "find the cache directory".to_owned(),
             source: std::io::Error::other("neither SWITCHBOARD_CACHE nor HOME is set"),
         })?;
-    let dir = cache.join(format!("node-playwright-core-{PLAYWRIGHT_CORE}"));
+    let dir = cache.join(format!("node-{package}-{version}"));
     if dir
-        .join("node_modules/playwright-core/package.json")
+        .join(format!("node_modules/{package}/package.json"))
         .is_file()
     {
         return Ok(dir);
     }
     let staging = cache.join(format!(
-        "node-playwright-core-{PLAYWRIGHT_CORE}.tmp-{}",
+        "node-{package}-{version}.tmp-{}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(HarnessError::io("create the npm directory"))?;
     run(
-        "npm install playwright-core",
+        &format!("npm install {package}"),
         Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
             .arg(&staging)
-            .arg(format!("playwright-core@{PLAYWRIGHT_CORE}")),
+            .arg(format!("{package}@{version}")),
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&staging, &dir).map_err(HarnessError::io("move the npm directory"))?;
