@@ -89,20 +89,6 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::dechunk;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(
-            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
-        assert_eq!(dechunk("zz\r\nhello"), "");
-    }
-}
-
 /// An HTTP endpoint answering every request with a status the test controls: 200 while
 /// healthy, 503 when told to fail, and no answer at all once stopped.
 pub struct HealthEndpoint {
@@ -163,5 +149,19 @@ impl HealthEndpoint {
 impl Drop for HealthEndpoint {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+        assert_eq!(dechunk("zz\r\nhello"), "");
     }
 }
