@@ -15,20 +15,14 @@ use switchboard_tests::{Janus, JanusOptions};
 const ROOM: &str = "default.sfu-test.1a2b3c4d";
 const PARTICIPANTS: [&str; 2] = ["p-alice", "p-bob"];
 
-/// Janus's signed token (the format in docs/sfu.md), valid for ten minutes.
+/// A Janus token valid for ten minutes, minted as signaling mints them.
 fn mint_token(secret: &str) -> String {
-    use base64::Engine;
-    use hmac::{Hmac, Mac};
     let expires = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 600;
-    let data = format!("{expires},janus,{VIDEOROOM}");
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(data.as_bytes());
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    format!("{data}:{signature}")
+    switchboard_sfu::janus::mint_token(secret.as_bytes(), expires, &[VIDEOROOM])
 }
 
 /// The `sfu` object signaling hands out for a room on `janus` (docs/protocol.md).

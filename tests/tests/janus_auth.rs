@@ -1,7 +1,7 @@
 //! Real Janus refuses every credential a participant must not get in with, and accepts the
 //! one signaling hands out: two Debian Janus instances side by side in a test network
-//! namespace, driven over the plain Janus HTTP API (no browser), with tokens minted in the
-//! signed-token format of `docs/sfu.md`.
+//! namespace, driven over the plain Janus HTTP API (no browser), with tokens minted by
+//! `switchboard_sfu::janus::mint_token`, the function signaling uses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -25,19 +25,10 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Janus's signed token: `<expiry>,janus,<plugin>...:<base64(HMAC-SHA1(secret, data))>`.
+/// Tokens come from the same function signaling mints them with, so this suite proves that
+/// real Janus accepts exactly what Switchboard hands out.
 fn mint_token(secret: &str, expires_at: u64, plugins: &[&str]) -> String {
-    use base64::Engine;
-    use hmac::{Hmac, Mac};
-    let mut data = format!("{expires_at},janus");
-    for plugin in plugins {
-        data.push(',');
-        data.push_str(plugin);
-    }
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(data.as_bytes());
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    format!("{data}:{signature}")
+    switchboard_sfu::janus::mint_token(secret.as_bytes(), expires_at, plugins)
 }
 
 fn refused_with(result: Result<u64, JanusRefusal>, code: i64, what: &str) {
