@@ -291,8 +291,13 @@ fn impossible_combinations_are_refused() {
             &["relay", "--pods", "0", "--rate", "10"][..],
             "--pods must be at least 1",
         ),
+        (
+            &["--system", "socketio", "joins"][..],
+            "--system socketio needs --peers-dir",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_peer-bench"))
+            .env_remove("SWITCHBOARD_PEERS_DIR")
             .args(args)
             .output()
             .unwrap();

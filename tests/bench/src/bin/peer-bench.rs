@@ -55,6 +55,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
+#[command(name = "peer-bench")]
 struct Cli {
     /// The system under test.
     #[arg(long, value_enum, global = true, default_value_t = System::Switchboard)]
@@ -238,6 +239,12 @@ fn validate(cli: &Cli) {
                 "--pods {pods} needs --backend redis or cluster: processes share rooms only through Redis"
             ));
         }
+    }
+    if cli.system != System::Switchboard && cli.peers_dir.is_none() {
+        refuse(format!(
+            "--system {} needs --peers-dir (or SWITCHBOARD_PEERS_DIR): the directory tests/bench/peers/build.sh prints",
+            cli.system.name()
+        ));
     }
 }
 
