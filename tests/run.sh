@@ -45,7 +45,7 @@ if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && [ "$(i
   mkdir -p "$cache_dir"
   (dockerd >"$cache_dir/dockerd.log" 2>&1 &)
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || echo "dockerd did not start (see $cache_dir/dockerd.log); the image test will say it skipped" >&2
+  docker info >/dev/null 2>&1 || echo "dockerd did not start (see $cache_dir/dockerd.log); the image test will fail" >&2
 fi
 command -v go >/dev/null 2>&1 || { echo "tests/run.sh: Go is needed to build the test control plane" >&2; exit 1; }
 # PyJWT mints tokens independently of our code for the signaling cross-check.
@@ -84,13 +84,21 @@ say "tests"
 cargo build --workspace --bins --locked --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# Everything this script installed is required: a suite whose prerequisite is still missing
+# fails instead of skipping (tests/src/prerequisites.rs).
+export SWITCHBOARD_REQUIRE_ALL=1
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run, summed over every test binary.
+# One closing line for the whole run, summed over every test binary. A skipped test reports
+# "ok" to the test harness, so it is taken out of "passed" and counted on its own.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "\nswitchboard: %d passed, %d failed\n", p, f }' "$log"
+     /switchboard: skipped / { s++ }
+     END { printf "\nswitchboard: %d passed, %d failed, %d skipped\n", p - s, f, s }' "$log"
+# Test binaries that failed, including any that died before printing a result line.
+sed -n '/^error: [0-9]* targets\{0,1\} failed:/,$p' "$log" >&2
 if [ "$status" -ne 0 ]; then
   echo "tests failed after $(( $(date +%s) - started ))s" >&2
   exit "$status"

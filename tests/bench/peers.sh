@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peer comparison: Switchboard, socket.io with @socket.io/redis-adapter, and Centrifugo with its
 # Redis engine, one after the other in one run, driven by the same load generator
-# (tests/src/bin/peer-bench.rs). Every server process is pinned to CPU 0; the load generator
+# (tests/bench/src/bin/peer-bench.rs). Every server process is pinned to CPU 0; the load generator
 # and Redis run on CPU 1.
 #
 # Scenarios per system: idle density (server RSS per joined idle connection at 1k, 5k, 10k, the

@@ -10,7 +10,7 @@ out=${OUT:-target/bench/placement.jsonl}
 mkdir -p "$(dirname "$out")"
 SWITCHBOARD_CONTROLPLANE_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
 export SWITCHBOARD_CONTROLPLANE_DIR SWITCHBOARD_BIN_PROFILE=release
-cargo build --release --locked -q -p switchboard-operator -p switchboard-tests --bin switchboard-operator --bin placement-bench
+cargo build --release --locked -q -p switchboard-operator -p switchboard-bench --bin switchboard-operator --bin placement-bench
 ./target/release/placement-bench decide --nodes 1000 --seconds 3 > "$out"
 ./target/release/placement-bench apiserver --burst 2000 --steady-rate 20 --steady-seconds 30 --failover-rooms 1000 >> "$out"
 python3 - "$out" <<'PY'

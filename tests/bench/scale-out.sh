@@ -4,7 +4,8 @@
 # to the other through Redis. Latency at 10,000 offers/s (from each message's intended send
 # time, so coordinated-omission safe) and the maximum relayed rate. The servers run on CPU 0;
 # the load generator and Redis on CPU 1. Writes raw JSON lines to $OUT (default
-# target/bench/scale-out.jsonl) and prints a Markdown table. About 2 minutes once built.
+# target/bench/scale-out.jsonl) and prints a Markdown table. About 2 minutes once built. The
+# load generator is peer-bench (tests/bench/src/bin/peer-bench.rs) driving Switchboard alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-target/bench/scale-out.jsonl}
@@ -14,18 +15,18 @@ cargo build --release --locked -q --workspace --bins
 ulimit -n "$(ulimit -Hn)"
 
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  bench=(taskset -c 1 ./target/release/signaling-bench --server-cpu 0)
+  bench=(taskset -c 1 ./target/release/peer-bench --system switchboard --server-cpu 0)
 else
-  bench=(./target/release/signaling-bench)
+  bench=(./target/release/peer-bench --system switchboard)
 fi
 
 : > "$out"
 for backend in redis cluster; do
-  "${bench[@]}" relay --backend "$backend" --pods 2 --rate 10000 --seconds 10 >> "$out"
-  "${bench[@]}" relay --backend "$backend" --pods 2 --max --seconds 5 >> "$out"
+  "${bench[@]}" --backend "$backend" relay --pods 2 --rate 10000 --seconds 10 >> "$out"
+  "${bench[@]}" --backend "$backend" relay --pods 2 --max --seconds 5 >> "$out"
 done
 # The same-process reference on the in-memory store.
-"${bench[@]}" relay --backend memory --rate 10000 --seconds 10 >> "$out"
+"${bench[@]}" --backend memory relay --pods 1 --rate 10000 --seconds 10 >> "$out"
 
 python3 - "$out" <<'PY'
 import json, sys

@@ -4,7 +4,8 @@
 # and 5,000 offers/s (from each message's intended send time, so coordinated-omission safe),
 # and the maximum relay rate. The server runs on CPU 0, the load generator and Redis on CPU 1.
 # Writes raw JSON lines to $OUT (default target/bench/signaling.jsonl) and prints a Markdown
-# table for docs/benchmarks.md. Takes about 3 minutes on 2 cores once built.
+# table for docs/benchmarks.md. Takes about 3 minutes on 2 cores once built. The load generator
+# is peer-bench (tests/bench/src/bin/peer-bench.rs) driving Switchboard alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-target/bench/signaling.jsonl}
@@ -14,9 +15,9 @@ export SWITCHBOARD_BIN_PROFILE=release
 cargo build --release --locked -q --workspace --bins
 
 # File descriptors: every connection takes one in the server and one in the load generator.
-# The server is started by signaling-bench and inherits its limits, so raising the soft limit
+# The server is started by peer-bench and inherits its limits, so raising the soft limit
 # of this shell covers both processes. Only the hard limit caps it, and raising that needs
-# CAP_SYS_RESOURCE; signaling-bench reports a scenario as skipped when the limit is too low.
+# CAP_SYS_RESOURCE; peer-bench reports a scenario as skipped when the limit is too low.
 want=110000
 ulimit -Hn "$want" 2>/dev/null || true
 hard=$(ulimit -Hn)
@@ -24,9 +25,9 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want=$hard; fi
 ulimit -n "$want"
 
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  bench=(taskset -c 1 ./target/release/signaling-bench --server-cpu 0)
+  bench=(taskset -c 1 ./target/release/peer-bench --system switchboard --server-cpu 0)
 else
-  bench=(./target/release/signaling-bench)
+  bench=(./target/release/peer-bench --system switchboard)
 fi
 
 python3 - > "$out" <<'PY'
@@ -36,17 +37,18 @@ print(json.dumps({"scenario": "machine", "cpus": os.cpu_count(), "model": model,
                   "loadavg_1m_at_start": os.getloadavg()[0], "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}))
 PY
 for n in 10000 50000; do
-  "${bench[@]}" idle --connections "$n" >> "$out"
+  "${bench[@]}" --backend memory idle --connections "$n" >> "$out"
 done
 # Where 50k does not fit under the descriptor limit, also measure the most that does.
 most=$(( ($(ulimit -n) - 1000) / 1000 * 1000 ))
 if [ "$most" -gt 10000 ] && [ "$most" -lt 50000 ]; then
-  "${bench[@]}" idle --connections "$most" >> "$out"
+  "${bench[@]}" --backend memory idle --connections "$most" >> "$out"
 fi
-"${bench[@]}" joins --connections 5000 --redis >> "$out"
-"${bench[@]}" relay --rate 1000 --seconds 10 >> "$out"
-"${bench[@]}" relay --rate 5000 --seconds 10 >> "$out"
-"${bench[@]}" relay --max --seconds 5 >> "$out"
+"${bench[@]}" --backend redis joins --connections 5000 >> "$out"
+# Same-pod relay: one process on its in-process store.
+"${bench[@]}" --backend memory relay --pods 1 --rate 1000 --seconds 10 >> "$out"
+"${bench[@]}" --backend memory relay --pods 1 --rate 5000 --seconds 10 >> "$out"
+"${bench[@]}" --backend memory relay --pods 1 --max --seconds 5 >> "$out"
 
 python3 - "$out" <<'PY'
 import json, sys
@@ -69,7 +71,7 @@ for r in rows:
               f"{r['kib_per_connection']:.1f} KiB per connection (server RSS {mib(r['rss_before_bytes']):.0f} → "
               f"{mib(r['rss_after_bytes']):.0f} MiB); connected and joined at {r['connect_joins_per_second']:,.0f}/s |")
     elif s == "joins":
-        print(f"| joins, {r['store']} store, {r['connections']:,} ({r['concurrency']} in flight) | "
+        print(f"| joins, {r['backend']} store, {r['connections']:,} ({r['concurrency']} in flight) | "
               f"{r['joins_per_second']:,.0f} joins/s ({cpu(r['cpu_during_joins'])}); join {lat(r['join_latency'])}; "
               f"WebSocket connects {r['connects_per_second']:,.0f}/s |")
     elif s == "relay" and r["mode"] == "rate":

@@ -3,6 +3,8 @@
 //! with its `turnutils_uclient`, and the plumbing they share (free loopback ports, child
 //! processes that die with the test).
 //!
+//! Suites gate themselves on what they need with [`require!`] (see [`prerequisites`]).
+//!
 //! Everything here is test infrastructure. It starts real servers on loopback only and tears
 //! them down when the owning value is dropped, including when a test panics.
 
@@ -13,10 +15,10 @@ pub mod control_plane;
 pub mod coturn;
 pub mod http;
 pub mod janus;
-pub mod measure;
 pub mod objects;
 pub mod operator;
 pub mod pki;
+pub mod prerequisites;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;

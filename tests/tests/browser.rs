@@ -63,6 +63,7 @@ fn screenshot_path() -> PathBuf {
 /// trip, and see the SFU dev mode placed the room on. Takes the README's screenshot.
 #[test]
 fn two_pages_call_each_other_through_dev_mode() {
+    switchboard_tests::require!(Chromium, NetworkNamespace);
     let shot = screenshot_path();
     let _ = std::fs::remove_file(&shot);
     let report = call_in_namespace(json!({"screenshot": shot}), || {
@@ -80,6 +81,7 @@ fn two_pages_call_each_other_through_dev_mode() {
 /// Redis: the offer, answer and candidates cross pods.
 #[test]
 fn pages_on_two_signaling_pods_call_each_other_through_redis() {
+    switchboard_tests::require!(Chromium, NetworkNamespace, Redis);
     let report = call_in_namespace(json!({}), || {
         let redis = RedisServer::start().unwrap();
         let url = format!("--redis-url={}", redis.url());
@@ -106,6 +108,7 @@ fn pages_on_two_signaling_pods_call_each_other_through_redis() {
 /// real coturn with the credentials signaling hands out.
 #[test]
 fn a_call_forced_through_turn_uses_the_relay() {
+    switchboard_tests::require!(Chromium, NetworkNamespace, Redis, Coturn);
     let report = call_in_namespace(json!({}), || {
         let redis = RedisServer::start().unwrap();
         let realm = "switchboard.test";
@@ -148,6 +151,7 @@ fn a_call_forced_through_turn_uses_the_relay() {
 /// sees a leave.
 #[test]
 fn a_dropped_socket_resumes_and_the_call_stays_up() {
+    switchboard_tests::require!(Chromium, NetworkNamespace);
     let report = call_in_namespace(json!({"drop": true}), || {
         let dev = SignalingProcess::start_dev(&[]).unwrap();
         let base = dev.http_url();

@@ -53,6 +53,7 @@ fn crd_files() -> Vec<PathBuf> {
 /// Proves `helm lint --strict` passes, with the test values and with every option on.
 #[test]
 fn helm_lint_passes() {
+    switchboard_tests::require!(ChartTools);
     let helm = Helm::new().unwrap();
     let chart = chart_dir().display().to_string();
     for extra in [&[][..], EVERYTHING] {
@@ -72,6 +73,7 @@ fn helm_lint_passes() {
 /// fail with a message that says what to set.
 #[test]
 fn values_schema_refuses_typos_and_missing_values() {
+    switchboard_tests::require!(ChartTools);
     let helm = Helm::new().unwrap();
     let typos = [
         ("operator.replcas=3", "replcas"),
@@ -134,6 +136,7 @@ fn chart_crds_are_the_generated_crds() {
 /// the validation fails on a misspelt field in either.
 #[tokio::test]
 async fn rendered_manifests_validate_with_kubeconform() {
+    switchboard_tests::require!(ChartTools, ControlPlane);
     let cp = ControlPlane::start_without_crds().await.unwrap();
     let client = cp.client().await.unwrap();
     let openapi = client
@@ -199,6 +202,7 @@ async fn rendered_manifests_validate_with_kubeconform() {
 /// signaling.
 #[test]
 fn rbac_is_namespaced_and_least_privilege() {
+    switchboard_tests::require!(ChartTools);
     for (auto_create, args) in [
         (false, &[][..]),
         (true, &["--set", "signaling.autoCreate.enabled=true"][..]),
@@ -257,6 +261,7 @@ fn rbac_is_namespaced_and_least_privilege() {
 /// with the WebSocket settings, the ServiceMonitors and a dashboard that parses.
 #[test]
 fn pods_are_restricted_and_optional_objects_render() {
+    switchboard_tests::require!(ChartTools);
     let objects = parse_manifests(&render(EVERYTHING)).unwrap();
     let deployments = of_kind(&objects, "Deployment");
     assert_eq!(deployments.len(), 2);

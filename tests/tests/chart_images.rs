@@ -4,8 +4,8 @@
 //! `/readyz` against the test Redis and relays a join, offer and answer; the operator syncs its
 //! watches against the test apiserver.
 //!
-//! Skipped, saying so, when no Docker daemon answers (`docker info` fails): CI machines do not
-//! start one.
+//! Needs a Docker daemon (`docker info`), root and debootstrap: a plain `cargo test` skips it,
+//! saying so, where they are missing; under `tests/run.sh` their absence fails it.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,21 +19,6 @@ use switchboard_tests::signaling::{Client, TEST_KID, TEST_SECRET, token};
 use switchboard_tests::{ControlPlane, RedisServer, free_port, repo_root};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Why Docker cannot be used here, or `None` when a daemon answers.
-fn docker_unavailable() -> Option<String> {
-    match Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-    {
-        Err(error) => Some(format!("cannot run docker: {error}")),
-        Ok(output) if !output.status.success() => Some(format!(
-            "`docker info` failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Ok(_) => None,
-    }
-}
 
 fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().unwrap();
@@ -102,10 +87,7 @@ impl Drop for Container {
 /// apiserver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_build_and_serve() {
-    if let Some(reason) = docker_unavailable() {
-        eprintln!("skipped: no Docker daemon here ({reason})");
-        return;
-    }
+    switchboard_tests::require!(Docker, Redis, ControlPlane);
     let started = Instant::now();
     let output = Command::new("bash")
         .arg(repo_root().join("tests/e2e/local-images.sh"))

@@ -23,6 +23,7 @@ fn stderr(output: &std::process::Output) -> String {
 /// Proves the examples are valid and `kubectl get sfu,rooms` shows the printer columns.
 #[tokio::test]
 async fn kubectl_applies_examples_and_shows_printer_columns() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     let apply = cp.kubectl(["apply", "-f", "crds/examples/"]).unwrap();
     assert!(
@@ -96,6 +97,7 @@ async fn kubectl_applies_examples_and_shows_printer_columns() {
 /// Proves each kind of invalid object is refused at apply, with the offending field named.
 #[tokio::test]
 async fn kubectl_refuses_invalid_objects_and_names_the_field() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     let dir = repo_root().join("tests/fixtures/invalid");
     let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
@@ -141,6 +143,7 @@ async fn kubectl_refuses_invalid_objects_and_names_the_field() {
 /// Proves `kubectl explain` shows the field documentation written on the Rust types.
 #[tokio::test]
 async fn kubectl_explain_prints_field_docs() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     let out = cp.kubectl(["explain", "room.spec"]).unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -169,6 +172,7 @@ async fn kubectl_explain_prints_field_docs() {
 /// Proves a kube-rs client can list, watch and patch the status subresource of both kinds.
 #[tokio::test]
 async fn kube_client_lists_watches_and_patches_status() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace("calls").await.unwrap();
     let client = cp.client().await.unwrap();

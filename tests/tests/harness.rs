@@ -31,6 +31,7 @@ fn wait_dead(pids: &[u32]) {
 /// Proves a panicking test still tears down etcd and kube-apiserver and removes their data.
 #[test]
 fn control_plane_is_torn_down_when_its_test_panics() {
+    switchboard_tests::require!(ControlPlane);
     let (tx, rx) = std::sync::mpsc::channel();
     let joined = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -65,6 +66,7 @@ fn control_plane_is_torn_down_when_its_test_panics() {
 /// Proves the Redis harness serves on loopback and is killed on drop.
 #[test]
 fn redis_server_answers_and_is_killed_on_drop() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     assert!(redis.url().starts_with("redis://127.0.0.1:"));
     let pid = redis.pid();

@@ -175,6 +175,7 @@ async fn room_events(events: &Api<Event>, room: &str) -> Vec<(String, String)> {
 /// Unschedulable with a clear condition, and they are placed once capacity is added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_rooms_never_exceeds_capacity_and_waits_for_new_capacity() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     for i in 0..10 {
         env.nodes
@@ -330,6 +331,7 @@ async fn burst_of_rooms_never_exceeds_capacity_and_waits_for_new_capacity() {
 /// Proves a restarted operator (killed with -9) moves no room and rewrites no placement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_moves_no_room() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     for i in 0..3 {
         env.nodes
@@ -394,6 +396,7 @@ async fn operator_restart_moves_no_room() {
 /// stale heartbeat does the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_nodes_are_drained_by_health_check_and_by_heartbeat() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     let endpoint = switchboard_tests::http::HealthEndpoint::start().unwrap();
     let probed = json!({"healthCheck": {"url": endpoint.url(), "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 2}});
@@ -567,6 +570,7 @@ async fn failed_nodes_are_drained_by_health_check_and_by_heartbeat() {
 /// makes it usable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_and_uncordon() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     env.nodes
         .create(&PostParams::default(), &sfu_node("a", "eu", 100, json!({})))
@@ -664,6 +668,7 @@ async fn cordon_and_uncordon() {
 /// Proves a deleted SfuNode's rooms are moved before the node disappears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_node_is_drained_before_it_goes() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     env.nodes
         .create(
@@ -753,6 +758,7 @@ async fn deleted_node_is_drained_before_it_goes() {
 /// Proves two operator replicas acting at once never over-allocate a node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_active_replicas_never_over_allocate() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     for i in 0..4 {
         env.nodes
@@ -789,6 +795,7 @@ async fn two_active_replicas_never_over_allocate() {
 /// takes over and keeps placing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_when_the_leader_is_killed() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     env.nodes
         .create(
@@ -854,6 +861,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
 /// Proves an invalid spec gets a clear condition and Event, and the queue keeps going.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_spec_gets_a_condition_and_does_not_stall_the_queue() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     env.nodes
         .create(
@@ -904,6 +912,7 @@ async fn invalid_spec_gets_a_condition_and_does_not_stall_the_queue() {
 /// Proves a room that stays empty past emptyTimeoutSeconds is deleted, and an occupied one is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_rooms_expire() {
+    switchboard_tests::require!(ControlPlane);
     let env = env().await;
     env.nodes
         .create(

@@ -20,6 +20,7 @@ async fn store(redis: &RedisServer, ttl: Duration) -> RedisStore {
 /// Proves the Redis store passes the same behaviour suite as the memory store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn behaviour_suite_passes_against_redis() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
     behaviour::run_all(|ttl| {
@@ -33,6 +34,7 @@ async fn behaviour_suite_passes_against_redis() {
 /// pub/sub: every script touches one room's slot only.
 #[tokio::test]
 async fn behaviour_suite_passes_against_a_redis_cluster() {
+    switchboard_tests::require!(Redis);
     let cluster = switchboard_tests::RedisCluster::start().unwrap();
     let nodes: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
     behaviour::run_all(|ttl| {
@@ -50,6 +52,7 @@ async fn behaviour_suite_passes_against_a_redis_cluster() {
 /// the documented hash-tagged layout, and that an abandoned room leaves no key behind.
 #[tokio::test]
 async fn every_key_has_a_ttl_and_abandoned_rooms_vanish() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let store = store(&redis, behaviour::SHORT_TTL).await;
     let (one, two) = (behaviour::room("ttl-one"), behaviour::room("ttl-two"));
@@ -139,6 +142,7 @@ async fn unavailable_within_3s(name: &str, call: impl Future<Output = Result<(),
 /// timeout is 2 s) instead of hanging.
 #[tokio::test]
 async fn redis_outage_is_unavailable_not_a_hang() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let store = store(&redis, behaviour::LONG_TTL).await;
     let room = behaviour::room("outage");
@@ -172,6 +176,7 @@ async fn redis_outage_is_unavailable_not_a_hang() {
 /// reloading its scripts, without being rebuilt.
 #[tokio::test]
 async fn store_recovers_when_redis_comes_back() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let port = redis.port();
     let store = store(&redis, behaviour::LONG_TTL).await;

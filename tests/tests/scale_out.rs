@@ -89,6 +89,7 @@ async fn relayed_messages(client: &mut Client, count: usize, after_seq: u64) -> 
 /// in order per sender, with consecutive `seq`s.
 #[tokio::test]
 async fn full_mesh_across_three_pods_is_exactly_once_and_in_order() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let args = [format!("--redis-url={}", redis.url())];
     full_mesh(&args).await;
@@ -97,6 +98,7 @@ async fn full_mesh_across_three_pods_is_exactly_once_and_in_order() {
 /// The same full mesh on a real 3-master Redis Cluster, with sharded pub/sub.
 #[tokio::test]
 async fn full_mesh_on_a_redis_cluster() {
+    switchboard_tests::require!(Redis);
     let cluster = RedisCluster::start().unwrap();
     let args = [
         format!("--redis-url={}", cluster.urls()),
@@ -183,6 +185,7 @@ async fn full_mesh(redis_args: &[String]) {
 /// back is reported `connection_lost` to the others within the 15 s bound.
 #[tokio::test]
 async fn a_killed_pod_is_a_non_event_for_clients_that_resume() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let dead = pod(&redis, "dead", &[]);
     let two = pod(&redis, "two", &[]);
@@ -356,6 +359,7 @@ async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> boo
 /// connected clients, relays work again across pods, and new joins work.
 #[tokio::test]
 async fn pods_survive_a_redis_restart() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let port = redis.port();
     let mut one = pod(&redis, "one", &[]);
@@ -428,6 +432,7 @@ async fn pods_survive_a_redis_restart() {
 /// messages keep flowing to them, with zero lost or repeated.
 #[tokio::test]
 async fn sigterm_drain_moves_every_client_without_loss() {
+    switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let mut draining = pod(&redis, "draining", &["--shutdown-grace=4s"]);
     let staying = pod(&redis, "staying", &[]);

@@ -406,6 +406,7 @@ async fn slow_consumers_do_not_delay_others() {
 /// participant, the room limit holds across them, and `/readyz` (not `/healthz`) follows Redis.
 #[tokio::test]
 async fn pods_share_room_state_through_redis() {
+    switchboard_tests::require!(Redis);
     let redis = switchboard_tests::RedisServer::start().unwrap();
     let redis_url = format!("--redis-url={}", redis.url());
     let one =

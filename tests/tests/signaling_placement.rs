@@ -21,6 +21,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// reported, and a move reaches the clients as `sfuReassigned`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_follow_the_operators_placement() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let client = cp.client().await.unwrap();
@@ -118,6 +119,7 @@ async fn joins_follow_the_operators_placement() {
 /// `placement_timeout` when the Room cannot be placed in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_unplaceable_rooms_get_clear_errors() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let kubeconfig = cp.kubeconfig().display().to_string();

@@ -38,6 +38,7 @@ fn now() -> u64 {
 /// get credentials from the new secret within 2 s, which allocate too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_credentials_allocate_and_follow_rotation() {
+    switchboard_tests::require!(ControlPlane, Redis, Coturn);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let redis = RedisServer::start().unwrap();

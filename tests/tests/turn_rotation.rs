@@ -294,6 +294,7 @@ async fn minting_loop(
 /// or wrong-secret credentials are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_accepted_exactly_while_the_rotation_promises() {
+    switchboard_tests::require!(ControlPlane, Redis, Coturn);
     let started = Instant::now();
     // Margin 2 s: a secret stays valid TTL + 2 = 6 s after it is retired.
     let env = Env::start("3s", 2).await;
@@ -472,6 +473,7 @@ async fn credentials_are_accepted_exactly_while_the_rotation_promises() {
 /// a secret staged, once inside the overlap) and restarted, and every rotation completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_rotations_and_a_killed_operator_never_fail_a_credential() {
+    switchboard_tests::require!(ControlPlane, Redis, Coturn);
     let started = Instant::now();
     // A day-long interval: every rotation here is a forced one.
     let mut env = Env::start("24h", 1).await;

@@ -1,6 +1,6 @@
-//! What the benchmark binaries (`src/bin/signaling-bench.rs`, `src/bin/peer-bench.rs`) measure
-//! with: process memory and CPU from `/proc`, HDR latency histograms, loopback source
-//! addresses for many connections, and the load generator's runtime.
+//! What `peer-bench` measures with: process memory and CPU from `/proc`, HDR latency
+//! histograms, loopback source addresses for many connections, and the load generator's
+//! runtime.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;

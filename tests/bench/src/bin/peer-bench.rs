@@ -1,7 +1,10 @@
-//! Peer comparison benchmarks (a benchmark, not a test: run by `tests/bench/peers.sh`, and in
-//! a tiny form by the `peer_bench_smoke` test).
+//! The load generator of every signaling benchmark (a benchmark, not a test): run by
+//! `tests/bench/peers.sh` (Switchboard against its peers), `tests/bench/signaling.sh`
+//! (Switchboard alone: memory per connection, join rate, same-process relay),
+//! `tests/bench/scale-out.sh` (cross-pod relay on Redis and Redis Cluster), and in a tiny form
+//! by the `peer_bench_smoke` test.
 //!
-//! One load generator drives three systems through the same scenarios, each over its own wire
+//! It drives three systems (`--system`) through the same scenarios, each over its own wire
 //! protocol on WebSocket:
 //! - Switchboard: its JSON protocol (`join`, then `offer` with `to`);
 //! - socket.io with `@socket.io/redis-adapter` (`tests/bench/peers/socketio/server.js`):
@@ -11,12 +14,18 @@
 //!   the client's personal channel as its "join", `publish` to the peer's personal channel as
 //!   its relay).
 //!
-//! Scenarios: `idle` (server RSS per joined idle connection), `joins` (join rate with Redis),
-//! `relay` (cross-process relay through Redis, from senders on the first server to receivers on
-//! the last, at a constant offered rate timed from each message's intended send time, so
-//! coordinated-omission safe; or the maximum rate with a bounded window per pair). Each run
-//! starts its own servers and Redis on loopback, optionally pinned with `--server-cpu`, and
-//! prints one JSON object on stdout. Client sockets are bound to 127.0.0.2 to 127.0.0.200.
+//! Where the room state lives is `--backend`: in the server process (`memory`, one process
+//! only), one `redis-server` (`redis`, the default), or a 3-master Redis Cluster (`cluster`,
+//! Switchboard only).
+//!
+//! Scenarios: `idle` (server RSS per joined idle connection, with `--no-join` per bare
+//! connection), `joins` (join rate), `relay` (relay from senders on the first server to
+//! receivers on the last, through Redis when there are several, at a constant offered rate
+//! timed from each message's intended send time, so coordinated-omission safe; or the maximum
+//! rate with a bounded window per pair). Each run starts its own servers and Redis on loopback,
+//! optionally pinned with `--server-cpu`, and prints one JSON object on stdout. Client sockets
+//! are bound to 127.0.0.2 to 127.0.0.200 so that tens of thousands of connections do not run
+//! out of the ephemeral ports of one source address.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,32 +35,43 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt, stream};
 use serde_json::{Value, json};
+use switchboard_bench::measure::{
+    CpuWindow, Ws, histogram, kib_field, nofile_limit, quantiles_ms, runtime, since, source_ip,
+    status_kib, ws_config,
+};
 use switchboard_tests::binaries::workspace_binary;
 use switchboard_tests::http::get;
-use switchboard_tests::measure::{
-    CpuWindow, Ws, histogram, nofile_limit, quantiles_ms, runtime, since, source_ip, status_kib,
-    ws_config,
-};
 use switchboard_tests::process::ChildProcess;
 use switchboard_tests::signaling::{TEST_KID, TEST_SECRET, token};
-use switchboard_tests::{RedisServer, free_port};
+use switchboard_tests::{RedisCluster, RedisServer, free_port};
 use tempfile::TempDir;
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
+#[command(name = "peer-bench")]
 struct Cli {
     /// The system under test.
     #[arg(long, value_enum, global = true, default_value_t = System::Switchboard)]
     system: System,
-    /// Pin every server process to this CPU (`taskset -c`).
+    /// Where room state lives: in the server process (one process only), one Redis, or a
+    /// Redis Cluster (Switchboard only).
+    #[arg(long, value_enum, global = true, default_value_t = Backend::Redis)]
+    backend: Backend,
+    /// Pin every server process to this CPU (`taskset -c`); its runtime then sizes itself to
+    /// one core.
     #[arg(long, global = true)]
     server_cpu: Option<usize>,
+    /// Extra argument for every server process (repeatable), after the scenario's own, for
+    /// experiments such as `--server-arg=--send-queue=16`.
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// Directory printed by `tests/bench/peers/build.sh` (holds `centrifugo` and
     /// `socketio/`); needed for the peers.
     #[arg(long, global = true, env = "SWITCHBOARD_PEERS_DIR")]
@@ -62,19 +82,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Server RSS per idle, joined connection (one server process, with Redis).
+    /// Server RSS per idle, joined connection (one server process).
     Idle {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
         #[arg(long, default_value_t = 10)]
         room_size: usize,
+        /// Connects (with their joins) in flight.
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
         /// Idle time between the last join and the RSS reading.
         #[arg(long, default_value_t = 5.0)]
         settle_seconds: f64,
+        /// Connect without joining, to tell connection memory from room membership memory.
+        #[arg(long)]
+        no_join: bool,
     },
-    /// Joins per second on one server process with Redis, `concurrency` in flight.
+    /// Joins per second on one server process, `concurrency` in flight.
     Joins {
         #[arg(long, default_value_t = 5_000)]
         connections: usize,
@@ -83,7 +107,8 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
-    /// Cross-process relay through Redis: latency at `--rate`, or the maximum with `--max`.
+    /// Relay latency at `--rate`, or the maximum rate with `--max`; across processes through
+    /// Redis when `--pods` is above 1.
     Relay {
         #[arg(long, default_value_t = 100)]
         pairs: usize,
@@ -100,7 +125,8 @@ enum Command {
         warmup_seconds: f64,
         #[arg(long, default_value_t = 256)]
         sdp_bytes: usize,
-        /// Server processes sharing one Redis; senders use the first, receivers the last.
+        /// Server processes sharing the Redis backend; senders use the first, receivers the
+        /// last. Above 1 needs `--backend redis` or `cluster`.
         #[arg(long, default_value_t = 2)]
         pods: usize,
     },
@@ -123,6 +149,105 @@ impl System {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The server's in-process state (one process only).
+    Memory,
+    /// One `redis-server`.
+    Redis,
+    /// A 3-master Redis Cluster with sharded pub/sub (Switchboard only).
+    Cluster,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redis => "redis",
+            Backend::Cluster => "redis-cluster",
+        }
+    }
+}
+
+/// The running backend the servers share.
+enum Store {
+    Memory,
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Store {
+    fn start(backend: Backend) -> Store {
+        match backend {
+            Backend::Memory => Store::Memory,
+            Backend::Redis => Store::Redis(RedisServer::start().unwrap()),
+            Backend::Cluster => Store::Cluster(RedisCluster::start().unwrap()),
+        }
+    }
+
+    /// Redis processes, whose CPU use is reported beside the servers'.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Store::Memory => Vec::new(),
+            Store::Redis(redis) => vec![redis.pid()],
+            Store::Cluster(cluster) => cluster.pids(),
+        }
+    }
+
+    /// The single Redis URL the peers take (they are not run on a cluster).
+    fn url(&self) -> Option<String> {
+        match self {
+            Store::Redis(redis) => Some(redis.url()),
+            Store::Memory | Store::Cluster(_) => None,
+        }
+    }
+
+    /// `switchboard-signaling serve` flags for this backend.
+    fn switchboard_args(&self) -> Vec<String> {
+        match self {
+            Store::Memory => Vec::new(),
+            Store::Redis(redis) => vec![format!("--redis-url={}", redis.url())],
+            Store::Cluster(cluster) => vec![
+                format!("--redis-url={}", cluster.urls()),
+                "--redis-cluster".to_owned(),
+            ],
+        }
+    }
+}
+
+/// Exits with a usage error, the way clap refuses a bad option.
+fn refuse(message: String) -> ! {
+    Cli::command()
+        .error(ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
+/// Refuses option combinations the scenarios cannot run.
+fn validate(cli: &Cli) {
+    if cli.backend == Backend::Cluster && cli.system != System::Switchboard {
+        refuse(format!(
+            "--backend cluster is only for --system switchboard (not {})",
+            cli.system.name()
+        ));
+    }
+    if let Command::Relay { pods, .. } = &cli.command {
+        if *pods == 0 {
+            refuse("--pods must be at least 1".to_owned());
+        }
+        if *pods > 1 && cli.backend == Backend::Memory {
+            refuse(format!(
+                "--pods {pods} needs --backend redis or cluster: processes share rooms only through Redis"
+            ));
+        }
+    }
+    if cli.system != System::Switchboard && cli.peers_dir.is_none() {
+        refuse(format!(
+            "--system {} needs --peers-dir (or SWITCHBOARD_PEERS_DIR): the directory tests/bench/peers/build.sh prints",
+            cli.system.name()
+        ));
+    }
+}
+
 /// One server process of the system under test, whose pid we know (RSS and CPU readings).
 struct Server {
     process: ChildProcess,
@@ -141,9 +266,12 @@ impl Server {
         system: System,
         cpu: Option<usize>,
         peers: Option<&Path>,
-        redis_url: Option<&str>,
+        store: &Store,
         index: usize,
+        extra: &[String],
     ) -> Server {
+        let redis_url = store.url();
+        let redis_url = redis_url.as_deref();
         let dir = tempfile::Builder::new()
             .prefix("switchboard-peer-bench-")
             .tempdir()
@@ -169,9 +297,7 @@ impl Server {
                     "--rate-burst=1000000".to_owned(),
                     format!("--pod-name=bench-{index}"),
                 ];
-                if let Some(url) = redis_url {
-                    args.push(format!("--redis-url={url}"));
-                }
+                args.extend(store.switchboard_args());
                 (
                     "switchboard-signaling",
                     bin,
@@ -211,6 +337,8 @@ impl Server {
                 )
             }
         };
+        let mut args = args;
+        args.extend(extra.iter().cloned());
         // `taskset` execs the server, so the child's pid stays the server's.
         let (program, all) = match cpu {
             Some(cpu) => {
@@ -254,9 +382,32 @@ impl Server {
         self.process.pid()
     }
 
+    /// `VmRSS` in bytes.
     fn rss(&self) -> u64 {
         status_kib(self.pid(), "VmRSS:") * 1024
     }
+
+    /// Switchboard's `switchboard_signaling_connections` gauge (the peers have none).
+    fn joined_connections(&self, system: System) -> Option<u64> {
+        if system != System::Switchboard {
+            return None;
+        }
+        let (_, body) = get(self.port, "/metrics").ok()?;
+        body.lines()
+            .find(|l| l.starts_with("switchboard_signaling_connections "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    }
+}
+
+/// The `smaps_rollup` lines that say where a process's RSS is (KiB).
+fn smaps(pid: u32) -> Value {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    json!({
+        "rss_kib": kib_field(&text, "Rss:"),
+        "anonymous_kib": kib_field(&text, "Anonymous:"),
+        "private_dirty_kib": kib_field(&text, "Private_Dirty:"),
+        "shared_clean_kib": kib_field(&text, "Shared_Clean:"),
+    })
 }
 
 /// Centrifugo v6 configuration: JWT with the test HMAC key, the Redis engine when given, and
@@ -507,16 +658,20 @@ fn keep_idle(system: System, mut ws: Ws) {
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn idle(
     system: System,
+    backend: Backend,
     server: &Server,
     connections: usize,
     room_size: usize,
     concurrency: usize,
     settle: f64,
+    no_join: bool,
 ) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = server.rss();
+    let bench_rss_before = status_kib(std::process::id(), "VmRSS:") * 1024;
     let port = server.port;
     let started = Instant::now();
     let mut joined = stream::iter(0..connections)
@@ -529,7 +684,9 @@ async fn idle(
                 &format!("r{}", i / room_size),
             )
             .await;
-            join(system, &mut conn).await;
+            if !no_join {
+                join(system, &mut conn).await;
+            }
             conn.ws
         })
         .buffer_unordered(concurrency);
@@ -541,24 +698,30 @@ async fn idle(
     let connect_join_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(settle)).await;
     let rss_after = server.rss();
+    let bench_rss_after = status_kib(std::process::id(), "VmRSS:") * 1024;
     let per = (rss_after as f64 - rss_before as f64) / connections as f64;
     println!(
         "{}",
         json!({
-            "scenario": "idle", "system": system.name(), "connections": connections,
-            "connected_and_joined": count, "room_size": room_size,
+            "scenario": "idle", "system": system.name(), "backend": backend.name(),
+            "connections": connections, "joined": !no_join, "connected": count,
+            "connected_and_joined": if no_join { 0 } else { count }, "room_size": room_size,
+            "server_joined_connections": server.joined_connections(system),
             "rss_before_bytes": rss_before, "rss_after_bytes": rss_after,
             "bytes_per_connection": per.round(), "kib_per_connection": (per / 1024.0 * 100.0).round() / 100.0,
+            "server_smaps_rollup": smaps(server.pid()),
             "connect_join_s": (connect_join_s * 100.0).round() / 100.0,
             "connect_joins_per_second": (connections as f64 / connect_join_s).round(),
+            "bench_bytes_per_connection": ((bench_rss_after as f64 - bench_rss_before as f64) / connections as f64).round(),
         })
     );
 }
 
 async fn joins(
     system: System,
+    backend: Backend,
     server: &Server,
-    redis_pid: u32,
+    redis_pids: &[u32],
     connections: usize,
     room_size: usize,
     concurrency: usize,
@@ -582,7 +745,7 @@ async fn joins(
         .await;
     let connect_s = started.elapsed().as_secs_f64();
     // Phase 2: joins, `concurrency` in flight.
-    let cpu = CpuWindow::start(&[server.pid()], &[redis_pid]);
+    let cpu = CpuWindow::start(&[server.pid()], redis_pids);
     let started = Instant::now();
     let done: Vec<(Conn, u64)> = stream::iter(conns)
         .map(|mut conn| async move {
@@ -602,10 +765,12 @@ async fn joins(
     println!(
         "{}",
         json!({
-            "scenario": "joins", "system": system.name(), "connections": connections,
-            "joined": done.len(), "room_size": room_size, "concurrency": concurrency,
+            "scenario": "joins", "system": system.name(), "backend": backend.name(),
+            "connections": connections, "joined": done.len(), "room_size": room_size,
+            "concurrency": concurrency,
             "connects_per_second": (connections as f64 / connect_s).round(),
             "joins_per_second": (connections as f64 / join_s).round(),
+            "connect_and_join_per_second": (connections as f64 / (connect_s + join_s)).round(),
             "join_latency": quantiles_ms(&latency),
             "cpu_during_joins": cpu,
         })
@@ -642,8 +807,9 @@ impl Sender {
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     system: System,
+    backend: Backend,
     servers: &[Server],
-    redis_pid: u32,
+    redis_pids: &[u32],
     pairs: usize,
     rate: Option<f64>,
     window: usize,
@@ -770,10 +936,12 @@ async fn relay(
             scheduled.push(sender);
         }
     }
+    // CPU use of the servers and Redis over the measured window only.
     let server_pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let redis_pids = redis_pids.to_vec();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(tokio::time::Instant::from_std(measure_from)).await;
-        let window = CpuWindow::start(&server_pids, &[redis_pid]);
+        let window = CpuWindow::start(&server_pids, &redis_pids);
         tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
         window.percent()
     });
@@ -835,7 +1003,8 @@ async fn relay(
     let errors = errors.load(Ordering::Relaxed);
     let result = match rate {
         Some(rate) => json!({
-            "scenario": "relay", "system": system.name(), "mode": "rate", "pairs": pairs,
+            "scenario": "relay", "system": system.name(), "backend": backend.name(),
+            "mode": "rate", "pairs": pairs,
             "offered_per_second": rate, "pods": servers.len(), "seconds": seconds, "sdp_bytes": sdp_bytes,
             "sent": sent_total, "received": received, "errors": errors,
             "achieved_per_second": (received as f64 / seconds).round(),
@@ -845,7 +1014,8 @@ async fn relay(
             "cpu": cpu,
         }),
         None => json!({
-            "scenario": "relay", "system": system.name(), "mode": "max", "pairs": pairs,
+            "scenario": "relay", "system": system.name(), "backend": backend.name(),
+            "mode": "max", "pairs": pairs,
             "window_per_pair": window, "pods": servers.len(), "seconds": seconds, "sdp_bytes": sdp_bytes,
             "sent_including_warmup": sent_total, "received_in_window": received, "errors": errors,
             "relayed_per_second": (received as f64 / seconds).round(),
@@ -864,7 +1034,7 @@ fn check_fds(system: System, scenario: &str, connections: usize) -> bool {
         println!(
             "{}",
             json!({"scenario": scenario, "system": system.name(), "connections": connections,
-                   "skipped": format!("RLIMIT_NOFILE is {limit}; {connections} connections need about {needed} descriptors in the server and in the load generator each, and the hard limit cannot be raised without CAP_SYS_RESOURCE")})
+                   "skipped": format!("RLIMIT_NOFILE is {limit}; {connections} connections need about {needed} descriptors in the server and in the load generator each (raise it with ulimit -n; the hard limit cannot be raised without CAP_SYS_RESOURCE)")})
         );
         return false;
     }
@@ -873,29 +1043,34 @@ fn check_fds(system: System, scenario: &str, connections: usize) -> bool {
 
 fn main() {
     let cli = Cli::parse();
+    validate(&cli);
     let system = cli.system;
+    let backend = cli.backend;
     let cpu = cli.server_cpu;
     let peers = cli.peers_dir.as_deref();
-    let redis = RedisServer::start().unwrap();
-    let redis_url = redis.url();
+    let extra = &cli.server_args;
     match cli.command {
         Command::Idle {
             connections,
             room_size,
             concurrency,
             settle_seconds,
+            no_join,
         } => {
             if !check_fds(system, "idle", connections) {
                 return;
             }
-            let server = Server::start(system, cpu, peers, Some(&redis_url), 0);
+            let store = Store::start(backend);
+            let server = Server::start(system, cpu, peers, &store, 0, extra);
             runtime().block_on(idle(
                 system,
+                backend,
                 &server,
                 connections,
                 room_size,
                 concurrency,
                 settle_seconds,
+                no_join,
             ));
         }
         Command::Joins {
@@ -906,11 +1081,13 @@ fn main() {
             if !check_fds(system, "joins", connections) {
                 return;
             }
-            let server = Server::start(system, cpu, peers, Some(&redis_url), 0);
+            let store = Store::start(backend);
+            let server = Server::start(system, cpu, peers, &store, 0, extra);
             runtime().block_on(joins(
                 system,
+                backend,
                 &server,
-                redis.pid(),
+                &store.pids(),
                 connections,
                 room_size,
                 concurrency,
@@ -927,13 +1104,15 @@ fn main() {
             pods,
         } => {
             let rate = if max { None } else { rate };
-            let servers: Vec<Server> = (0..pods.max(1))
-                .map(|i| Server::start(system, cpu, peers, Some(&redis_url), i))
+            let store = Store::start(backend);
+            let servers: Vec<Server> = (0..pods)
+                .map(|i| Server::start(system, cpu, peers, &store, i, extra))
                 .collect();
             runtime().block_on(relay(
                 system,
+                backend,
                 &servers,
-                redis.pid(),
+                &store.pids(),
                 pairs,
                 rate,
                 window,
