@@ -41,6 +41,10 @@ pub enum Need {
     /// A Docker daemon answering `docker info`, and root with debootstrap for the local base
     /// images (there is no registry to pull from).
     Docker,
+    /// Debian's Janus gateway (`janus`, with the VideoRoom plugin), a real SFU.
+    Janus,
+    /// npm, to install the TypeScript compiler that checks the client's declarations.
+    Npm,
     /// The benchmark peers (Centrifugo, socket.io): `SWITCHBOARD_PEERS_DIR`, or Go and npm to
     /// build them; node runs socket.io.
     BenchPeers,
@@ -144,6 +148,8 @@ fn look_for(need: Need) -> Option<Missing> {
             &["turnserver", "turnutils_uclient"],
             "apt-get install coturn",
         ),
+        Need::Janus => missing_commands(&["janus"], "apt-get install janus"),
+        Need::Npm => missing_commands(&["node", "npm"], "apt-get install npm"),
         Need::ControlPlane => built_by_go(
             "SWITCHBOARD_CONTROLPLANE_DIR",
             "the test control plane (etcd, kube-apiserver, kubectl)",

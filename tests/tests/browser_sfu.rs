@@ -74,6 +74,7 @@ fn assert_media_through(report: &Value, key: &str, janus: &Janus) {
 /// Switchboard id), through B's range.
 #[test]
 fn the_client_carries_media_through_janus_and_moves_to_the_new_sfu() {
+    switchboard_tests::require!(Janus, Chromium, NetworkNamespace);
     let browser = Browser::prepare().unwrap();
     let namespace = NetworkNamespace::create().unwrap();
     let ip = namespace.add_sfu_address().unwrap();

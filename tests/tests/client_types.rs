@@ -27,6 +27,7 @@ fn check(project: &Path) -> (bool, String) {
 /// Proves the declarations type-check the example app, with every marked mistake rejected.
 #[test]
 fn the_typed_example_checks_against_the_declarations() {
+    switchboard_tests::require!(Npm);
     let (ok, text) = check(&repo_root().join("tests/typescript/tsconfig.json"));
     assert!(ok, "tsc --noEmit failed:\n{text}");
 }
@@ -35,6 +36,7 @@ fn the_typed_example_checks_against_the_declarations() {
 /// generation may be a string fails, on the mistake that then goes unnoticed.
 #[test]
 fn looser_declarations_fail_the_check() {
+    switchboard_tests::require!(Npm);
     let root = repo_root();
     let dir = tempfile::tempdir().unwrap();
     let copy = |from: &str| {

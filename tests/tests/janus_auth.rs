@@ -44,6 +44,7 @@ fn refused_with(result: Result<u64, JanusRefusal>, code: i64, what: &str) {
 /// refusals are about the credential, not a broken setup: B takes B's token).
 #[test]
 fn janus_refuses_bad_tokens_and_pins_and_accepts_the_right_ones() {
+    switchboard_tests::require!(Janus, NetworkNamespace);
     let namespace = NetworkNamespace::create().unwrap();
     let ip = namespace.add_sfu_address().unwrap();
     namespace
