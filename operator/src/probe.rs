@@ -9,8 +9,7 @@ use switchboard_crds::{HttpHealthCheck, SfuNode};
 use tokio::task::JoinHandle;
 
 use crate::health::ProbeRecord;
-use crate::ledger::NodeKey;
-use crate::views::node_key;
+use crate::keys::NodeKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -48,7 +47,7 @@ impl Prober {
         };
         let mut wanted: HashMap<NodeKey, HttpHealthCheck> = HashMap::new();
         for node in nodes {
-            if let (Some(key), Some(check)) = (node_key(node), node.spec.health_check.clone()) {
+            if let (Some(key), Some(check)) = (NodeKey::of(node), node.spec.health_check.clone()) {
                 wanted.insert(key, check);
             }
         }
@@ -124,7 +123,7 @@ async fn probe_loop(
                 record.last_error = None;
             }
             Err(error) => {
-                tracing::debug!(namespace = %key.0, node = %key.1, %error, "health check failed");
+                tracing::debug!(namespace = %key.namespace, node = %key.name, %error, "health check failed");
                 record.consecutive_failures = record.consecutive_failures.saturating_add(1);
                 record.last_error = Some(error);
             }

@@ -9,7 +9,8 @@ use switchboard_placement::{
     Health, LabelSelector, NodeView, RegionPolicy, Requirement, RoomRequest, SelectorError,
 };
 
-use crate::ledger::{Ledger, NodeKey};
+use crate::keys::NodeKey;
+use crate::ledger::Ledger;
 
 /// A Room whose spec cannot be turned into a request.
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +19,6 @@ pub enum InvalidRoom {
     Selector(#[from] SelectorError),
     #[error("the Room has no namespace or uid yet")]
     Incomplete,
-}
-
-/// The node key of an SfuNode.
-pub fn node_key(node: &SfuNode) -> Option<NodeKey> {
-    Some((
-        node.metadata.namespace.clone()?,
-        node.metadata.name.clone()?,
-    ))
 }
 
 /// Health as placement needs it: Ready, NotReady within the grace period (Suspect), or
@@ -63,10 +56,10 @@ pub fn node_view(
     now: Timestamp,
     grace: Duration,
 ) -> Option<NodeView> {
-    let key = node_key(node)?;
+    let key = NodeKey::of(node)?;
     let load = ledger.load(&key);
     Some(NodeView {
-        name: key.1,
+        name: key.name,
         region: node.spec.region.clone(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         health: node_health(node, now, grace),
