@@ -25,6 +25,7 @@ pub mod placer;
 pub mod plan;
 pub mod probe;
 pub mod queue;
+pub mod sfu;
 pub mod telemetry;
 pub mod turn_rotation;
 pub mod views;
@@ -218,6 +219,11 @@ pub async fn run(args: Args) -> Result<()> {
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!("watches synced");
     let prober = Arc::new(Prober::new()?);
+    let http = reqwest::Client::builder()
+        // An SFU's admin API must not redirect provisioning somewhere else.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(probe::ProbeError::Client)?;
     let placer_config = PlacerConfig {
         strategy: args.placement.strategy,
         failover_grace: args.placement.failover_grace,
@@ -237,6 +243,7 @@ pub async fn run(args: Args) -> Result<()> {
                     &args,
                     &placer_config,
                     prober.clone(),
+                    http.clone(),
                     turn_config.as_ref(),
                 ));
             }
@@ -270,11 +277,13 @@ fn start_reconcilers(
     args: &Args,
     placer_config: &PlacerConfig,
     prober: Arc<Prober>,
+    http: reqwest::Client,
     turn_config: Option<&turn_rotation::TurnConfig>,
 ) -> JoinSet<&'static str> {
     let mut set = JoinSet::new();
     let placer = Placer::new(
         shared.client.clone(),
+        http.clone(),
         shared.rooms.clone(),
         shared.nodes.clone(),
         shared.queue.clone(),
@@ -294,6 +303,7 @@ fn start_reconcilers(
         metrics: shared.metrics.clone(),
         events: shared.events.clone(),
         prober,
+        http,
         wake: shared.node_wake.clone(),
         interval: args.placement.health_interval,
         failover_grace: args.placement.failover_grace,

@@ -25,6 +25,7 @@ use crate::placer::{rooms_on_node, waiting_rooms};
 use crate::plan::node::{NodeInput, NodePlan, Situation, plan, wake};
 use crate::probe::Prober;
 use crate::queue::WorkQueue;
+use crate::sfu::Adapter;
 
 pub use crate::plan::node::DRAIN_FINALIZER;
 
@@ -36,6 +37,8 @@ pub struct NodeLoop {
     pub metrics: Arc<Metrics>,
     pub events: EventSink,
     pub prober: Arc<Prober>,
+    /// For the SFUs' admin APIs (stopping new sessions on a node being drained).
+    pub http: reqwest::Client,
     pub wake: Arc<Notify>,
     pub interval: Duration,
     pub failover_grace: Duration,
@@ -84,6 +87,9 @@ impl NodeLoop {
             );
             if let Some(situation) = self.apply(plan).await {
                 let before = last.insert(key.clone(), situation.clone());
+                if situation.deleting && before.as_ref().is_none_or(|b| !b.deleting) {
+                    self.stop_new_sessions(node, &key).await;
+                }
                 let wake = wake(before.as_ref(), &situation);
                 if wake.its_rooms {
                     self.queue.push_many(rooms_on_node(&self.rooms, &key));
@@ -109,6 +115,23 @@ impl NodeLoop {
             self.metrics.node_rooms.remove(&label);
             self.metrics.node_participants.remove(&label);
             self.queue.push_many(rooms_on_node(&self.rooms, &key));
+        }
+    }
+
+    /// A node being deleted is drained: its SFU takes no new sessions, so no participant joins
+    /// a room there that is about to move.
+    async fn stop_new_sessions(&self, node: &SfuNode, key: &NodeKey) {
+        let result = match Adapter::for_node(&self.client, &self.http, node).await {
+            Ok(adapter) => adapter.stop_new_sessions().await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(namespace = %key.namespace, node = %key.name, "draining: the SFU takes no new sessions")
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %key.namespace, node = %key.name, %error, "cannot stop new sessions on the SFU")
+            }
         }
     }
 

@@ -39,9 +39,10 @@ use crate::keys::{NodeKey, RoomKey};
 use crate::ledger::LocalReservation;
 use crate::metrics::Metrics;
 use crate::plan::placement::{
-    NodeReservation, PlacementInput, RoomPlacement, Unschedulable, plan, prune_in_flight,
+    NodeReservation, PlacementInput, Release, RoomPlacement, Unschedulable, plan, prune_in_flight,
 };
 use crate::queue::WorkQueue;
+use crate::sfu::{Adapter, SfuRoom};
 
 pub use crate::plan::placement::PlacerConfig;
 
@@ -52,6 +53,8 @@ const ERROR_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Placer {
     client: Client,
+    /// For the SFUs' admin APIs (provisioning).
+    http: reqwest::Client,
     rooms: Store<Room>,
     nodes: Store<SfuNode>,
     queue: WorkQueue,
@@ -100,8 +103,10 @@ fn requeue_after(
 }
 
 impl Placer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
+        http: reqwest::Client,
         rooms: Store<Room>,
         nodes: Store<SfuNode>,
         queue: WorkQueue,
@@ -111,6 +116,7 @@ impl Placer {
     ) -> Self {
         Placer {
             client,
+            http,
             rooms,
             nodes,
             queue,
@@ -180,9 +186,23 @@ impl Placer {
             self.queue
                 .push_after(waiting_rooms(&self.rooms, None), wait);
         }
+        let sfu = Sfu {
+            client: self.client.clone(),
+            http: self.http.clone(),
+            nodes: nodes.clone(),
+        };
+        let releases = plan.releases.into_iter().map(|release| {
+            apply_release(
+                sfu.clone(),
+                release,
+                self.metrics.clone(),
+                self.queue.clone(),
+            )
+        });
+        join_all(releases).await;
         let node_writes = plan.nodes.into_iter().map(|write| {
             write_node_then_rooms(
-                self.client.clone(),
+                sfu.clone(),
                 write,
                 self.metrics.clone(),
                 self.events.clone(),
@@ -220,15 +240,78 @@ struct NodeOutcome {
     confirmed: Vec<LocalReservation>,
 }
 
+/// What applying SFU steps needs: the API client (for credentials Secrets), the HTTP client,
+/// and the nodes the plan was made from.
+#[derive(Clone)]
+struct Sfu {
+    client: Client,
+    http: reqwest::Client,
+    nodes: Vec<Arc<SfuNode>>,
+}
+
+impl Sfu {
+    fn node(&self, key: &NodeKey) -> Option<&Arc<SfuNode>> {
+        self.nodes
+            .iter()
+            .find(|n| NodeKey::of(n).as_ref() == Some(key))
+    }
+
+    /// Destroys a room on a node, if the node is still known.
+    async fn destroy(&self, node: &NodeKey, sfu_room: &str) -> Result<(), crate::sfu::SfuError> {
+        let Some(node) = self.node(node) else {
+            return Ok(());
+        };
+        Adapter::for_node(&self.client, &self.http, node)
+            .await?
+            .destroy_room(sfu_room)
+            .await
+    }
+}
+
+/// Destroys a deleted Room's SFU room, then lets the Room go; or a moved room's old copy.
+async fn apply_release(sfu: Sfu, release: Release, metrics: Arc<Metrics>, queue: WorkQueue) {
+    let key = &release.room;
+    if let (Some(node), Some(sfu_room), true) =
+        (&release.node, &release.sfu_room, release.node_alive)
+        && let Err(error) = sfu.destroy(node, sfu_room).await
+    {
+        tracing::warn!(namespace = %key.namespace, room = %key.name, node = %node.name, %sfu_room, %error, "cannot destroy the room on its SFU; will retry");
+        if release.finalizers_after.is_some() {
+            metrics.placed("error");
+            queue.push_after(vec![key.clone()], ERROR_RETRY);
+        }
+        return;
+    }
+    if let (Some(node), Some(sfu_room)) = (&release.node, &release.sfu_room) {
+        tracing::info!(namespace = %key.namespace, room = %key.name, node = %node.name, %sfu_room, alive = release.node_alive, "room released on its SFU");
+    }
+    let Some((finalizers, resource_version)) = release.finalizers_after else {
+        return;
+    };
+    let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
+    match api
+        .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(error) if is_status(&error, 404) => {}
+        Err(error) => {
+            requeue_after(&queue, &metrics, vec![key.clone()], &error);
+        }
+    }
+}
+
 /// Step 1 and 2 for one node: reserve, then write each room.
 async fn write_node_then_rooms(
-    client: Client,
+    sfu: Sfu,
     write: NodeReservation,
     metrics: Arc<Metrics>,
     events: EventSink,
     queue: WorkQueue,
 ) -> NodeOutcome {
     let key = write.node.clone();
+    let client = sfu.client.clone();
     let nodes: Api<SfuNode> = Api::namespaced(client.clone(), &key.namespace);
     tracing::debug!(
         namespace = %key.namespace, node = %key.name, resource_version = %write.resource_version,
@@ -263,9 +346,11 @@ async fn write_node_then_rooms(
         }
     };
     let expires_at = write.expires_at;
+    let written = Arc::new(written);
     let room_writes = write.rooms.into_iter().map(|p| {
         write_room_placement(
-            client.clone(),
+            sfu.clone(),
+            written.clone(),
             p,
             metrics.clone(),
             events.clone(),
@@ -286,29 +371,103 @@ async fn write_node_then_rooms(
     NodeOutcome {
         key,
         store_rv: write.resource_version,
-        written: Some(Arc::new(written)),
+        written: Some(written),
         confirmed,
     }
 }
 
-/// Writes one room's placement. Returns the room uid and slots when it landed.
+/// Provisions the room on its SFU when the node's kind needs it (finalizer first, so the SFU
+/// room cannot outlive the Room unnoticed). Returns the resourceVersion the status write must
+/// carry, or `None` when the room went back on the queue.
+async fn provision(
+    sfu: &Sfu,
+    node: &SfuNode,
+    write: &RoomPlacement,
+    metrics: &Metrics,
+    events: &EventSink,
+    queue: &WorkQueue,
+) -> Option<Option<String>> {
+    let key = &write.room;
+    let Some(provision) = &write.provision else {
+        return Some(write.resource_version.clone());
+    };
+    let mut resource_version = write.resource_version.clone();
+    if let Some(finalizers) = &write.add_finalizer {
+        let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
+        match api
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(room) => resource_version = room.resource_version(),
+            Err(error) if is_status(&error, 404) => return None,
+            Err(error) => {
+                requeue_after(queue, metrics, vec![key.clone()], &error);
+                return None;
+            }
+        }
+    }
+    let room = SfuRoom {
+        id: provision.sfu_room.clone(),
+        publishers: provision.publishers,
+    };
+    let created = match Adapter::for_node(&sfu.client, &sfu.http, node).await {
+        Ok(adapter) => adapter.create_room(&room).await,
+        Err(error) => Err(error),
+    };
+    match created {
+        Ok(()) => Some(resource_version),
+        Err(error) => {
+            tracing::warn!(namespace = %key.namespace, room = %key.name, node = %write.node, sfu_room = %room.id, %error, "cannot create the room on its SFU; will retry");
+            events.emit(
+                write.object.clone(),
+                true,
+                "ProvisionFailed",
+                "Provision",
+                format!("cannot create room {} on {}: {error}", room.id, write.node),
+            );
+            metrics.placed("error");
+            queue.push_after(vec![key.clone()], ERROR_RETRY);
+            None
+        }
+    }
+}
+
+/// Provisions (if needed) and writes one room's placement. Returns the room uid and slots when
+/// it landed.
 async fn write_room_placement(
-    client: Client,
+    sfu: Sfu,
+    node: Arc<SfuNode>,
     write: RoomPlacement,
     metrics: Arc<Metrics>,
     events: EventSink,
     queue: WorkQueue,
 ) -> Option<(String, u32)> {
     let key = &write.room;
-    let api: Api<Room> = Api::namespaced(client, &key.namespace);
-    match api
+    let resource_version = provision(&sfu, &node, &write, &metrics, &events, &queue).await?;
+    let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+    let result = api
         .patch_status(
             &key.name,
             &PatchParams::default(),
-            &Patch::Merge(&write.patch()),
+            &Patch::Merge(&write.patch_at(resource_version)),
         )
-        .await
+        .await;
+    if result.is_ok()
+        && let Some(release) = &write.release
+        && let (Some(old), Some(sfu_room)) = (&release.node, &release.sfu_room)
     {
+        // The room now lives on its new node; its copy on the old one must not stay live.
+        match sfu.destroy(old, sfu_room).await {
+            Ok(()) => {
+                tracing::info!(namespace = %key.namespace, room = %key.name, node = %old.name, %sfu_room, "old copy destroyed")
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %key.namespace, room = %key.name, node = %old.name, %sfu_room, %error, "cannot destroy the old copy")
+            }
+        }
+    }
+    match result {
         Ok(_) => {
             let failover = write.is_failover();
             metrics.placed(if failover { "failover" } else { "placed" });

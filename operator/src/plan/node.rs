@@ -28,7 +28,7 @@ use switchboard_placement::Health;
 use crate::health::{self, ProbeRecord};
 use crate::keys::NodeKey;
 use crate::ledger::Load;
-use crate::views::node_health;
+use crate::views::{SFU_NOT_ACCEPTING, node_health};
 
 /// The finalizer that lets the operator move a node's rooms before the node goes away.
 pub const DRAIN_FINALIZER: &str = "switchboard.dev/drain";
@@ -167,7 +167,8 @@ pub fn plan(key: NodeKey, input: &NodeInput<'_>) -> NodePlan {
 
     let status = node.status.clone().unwrap_or_default();
     let heartbeat = status.last_heartbeat_time.as_ref().map(|t| t.0);
-    let readiness = health::evaluate(&node.spec, input.probe, heartbeat, now);
+    let readiness = health::evaluate(&health::effective_spec(node), input.probe, heartbeat, now);
+    let refusing = input.probe.and_then(|p| p.accepting_new_sessions) == Some(false);
     let generation = node.metadata.generation;
     let ready = conditions::new_condition(
         conditions::READY,
@@ -189,6 +190,11 @@ pub fn plan(key: NodeKey, input: &NodeInput<'_>) -> NodePlan {
             false,
             "Cordoned",
             "spec.unschedulable is true; placed rooms stay",
+        ),
+        (true, false, false) if refusing => (
+            false,
+            SFU_NOT_ACCEPTING,
+            "the SFU refuses new sessions; placed rooms stay",
         ),
         (true, false, false) => (true, "Schedulable", "new rooms may be placed here"),
     };
@@ -244,7 +250,7 @@ pub fn plan(key: NodeKey, input: &NodeInput<'_>) -> NodePlan {
         load: input.load,
         situation: Some(Situation {
             health: node_health(&observed, now, input.failover_grace),
-            cordoned: node.spec.unschedulable,
+            cordoned: node.spec.unschedulable || refusing,
             deleting,
             capacity: node.spec.capacity.participants,
             max_rooms: node.spec.capacity.rooms,
@@ -389,6 +395,7 @@ mod tests {
             successes: 5,
             consecutive_failures: 2,
             last_error: Some("connection failed".into()),
+            accepting_new_sessions: None,
         };
         let plan = plan(key(), &input(&n, Load::default(), Some(&probe)));
         let status = plan.status.unwrap();

@@ -14,6 +14,11 @@
 //!   counted there, fit the node's capacity and room limit.
 //! - **Sticky.** A Placed room gets no write unless its node failed (NotReady past the
 //!   failover grace), is being deleted, or is gone ([`switchboard_placement::decide`]).
+//! - **Provisioned before Placed.** A room placed on a node whose kind holds rooms
+//!   (`JanusVideoRoom`) carries the SFU room to create there; the placer writes `Placed` only
+//!   after the SFU confirmed it, with a `Provisioned` condition and `status.sfuRoom`. Such a
+//!   room first gets the [`ROOM_FINALIZER`], so its deletion waits until the SFU room is
+//!   destroyed ([`Release`]).
 //! - **Conditional writes.** Every write carries the resourceVersion the plan was made from, so
 //!   applying a plan made from a stale view fails with 409 instead of overwriting newer state.
 //!
@@ -38,7 +43,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use switchboard_crds::{ParticipantLoad, Room, RoomPhase, SfuNode, SlotReservation, conditions};
+use switchboard_crds::{
+    ParticipantLoad, Room, RoomPhase, SfuKind, SfuNode, SlotReservation, conditions,
+};
 use switchboard_placement::{
     CurrentPlacement, Decision, MoveReason, NoFit, NodeView, Placement, PlacementIndex, Strategy,
     decide,
@@ -46,7 +53,11 @@ use switchboard_placement::{
 
 use crate::keys::{NodeKey, RoomKey};
 use crate::ledger::{Ledger, LocalReservation};
-use crate::views::{node_view, room_request};
+use crate::views::{node_health, node_view, room_request};
+
+/// The finalizer on a Room provisioned on an SFU: the Room is not gone until its room on the
+/// SFU is destroyed (or its node is gone or failed, so there is nothing left to destroy).
+pub const ROOM_FINALIZER: &str = "switchboard.dev/sfu-room";
 
 /// How rooms are placed.
 #[derive(Debug, Clone)]
@@ -83,6 +94,34 @@ pub struct PlacementPlan {
     /// When capacity held by unconfirmed reservations frees, so rooms that found no node in
     /// this batch should be decided again then (once, instead of polling).
     pub retry_waiting_at: Option<Timestamp>,
+    /// Deleted rooms whose room on the SFU must be destroyed before their finalizer goes.
+    pub releases: Vec<Release>,
+}
+
+/// A room to create on the chosen SFU before the Room is Placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provision {
+    pub kind: SfuKind,
+    /// The room's id there (`status.sfuRoom`).
+    pub sfu_room: String,
+    /// Publishers allowed: the Room's `maxParticipants`.
+    pub publishers: u32,
+}
+
+/// A room on an SFU that must go: the Room was deleted, or it moved off a node that is still
+/// alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub room: RoomKey,
+    /// The node holding the SFU room, when it still exists.
+    pub node: Option<NodeKey>,
+    pub sfu_room: Option<String>,
+    /// False when the node failed or is gone: nothing is left to destroy, so a failed destroy
+    /// does not hold the finalizer.
+    pub node_alive: bool,
+    /// The Room's finalizers without [`ROOM_FINALIZER`], and the resourceVersion they were read
+    /// at; `None` for a release that is not a deletion (a failover's old copy).
+    pub finalizers_after: Option<(Vec<String>, Option<String>)>,
 }
 
 /// One conditional status write to an SfuNode adding the batch's reservations, followed by
@@ -122,6 +161,12 @@ pub struct RoomPlacement {
     pub observed_generation: Option<i64>,
     pub conditions: Vec<Condition>,
     pub placed_at: Timestamp,
+    /// The room to create on the node's SFU first, for kinds that hold rooms.
+    pub provision: Option<Provision>,
+    /// The Room's finalizers with [`ROOM_FINALIZER`] added, when it lacks it and is provisioned.
+    pub add_finalizer: Option<Vec<String>>,
+    /// The copy on the node the room left, to destroy once the new placement is written.
+    pub release: Option<Release>,
 }
 
 /// One Room's Unschedulable write, which also releases any node it had.
@@ -167,9 +212,17 @@ impl RoomPlacement {
                 "placedAt": Time(self.placed_at),
                 "placementGeneration": self.placement_generation,
                 "observedGeneration": self.observed_generation,
+                "sfuRoom": self.provision.as_ref().map(|p| &p.sfu_room),
                 "conditions": self.conditions,
             }
         })
+    }
+
+    /// The same patch for a resourceVersion changed by adding the finalizer.
+    pub fn patch_at(&self, resource_version: Option<String>) -> Value {
+        let mut patch = self.patch();
+        patch["metadata"]["resourceVersion"] = json!(resource_version);
+        patch
     }
 
     pub fn is_failover(&self) -> bool {
@@ -185,6 +238,7 @@ impl Unschedulable {
             "status": {
                 "phase": RoomPhase::Unschedulable,
                 "sfuNode": null, "sfuUrl": null, "reservedParticipants": null, "placedAt": null,
+                "sfuRoom": null,
                 "observedGeneration": self.observed_generation,
                 "conditions": self.conditions,
             }
@@ -256,6 +310,11 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
         .into_iter()
         .map(|(ns, views)| (ns, PlacementIndex::new(views)))
         .collect();
+    let nodes_by_key: HashMap<NodeKey, &Arc<SfuNode>> = input
+        .nodes
+        .iter()
+        .filter_map(|n| Some((NodeKey::of(n)?, n)))
+        .collect();
     let rooms_by_key: HashMap<RoomKey, &Arc<Room>> = input
         .rooms
         .iter()
@@ -271,6 +330,10 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
             continue;
         };
         if room.metadata.deletion_timestamp.is_some() {
+            if room.finalizers().iter().any(|f| f == ROOM_FINALIZER) {
+                out.releases
+                    .push(deletion_release(room, key, &nodes_by_key, now, config));
+            }
             out.finished.push(key.clone());
             continue;
         }
@@ -356,15 +419,19 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
     let ttl =
         SignedDuration::try_from(config.reservation_ttl).unwrap_or(SignedDuration::from_secs(10));
     let expires_at = now.checked_add(ttl).unwrap_or(now);
-    let nodes_by_key: HashMap<NodeKey, &Arc<SfuNode>> = input
-        .nodes
-        .iter()
-        .filter_map(|n| Some((NodeKey::of(n)?, n)))
-        .collect();
     for (key, planned) in per_node {
         let Some(node) = nodes_by_key.get(&key) else {
             continue;
         };
+        let planned = planned
+            .into_iter()
+            .map(|p| {
+                let release = p.moved_from.as_ref().and_then(|(from, _)| {
+                    old_copy_release(&p.room, &p.key, from, &nodes_by_key, now, config)
+                });
+                (p, release)
+            })
+            .collect();
         out.nodes.push(node_reservation(
             node, key, planned, &ledger, now, expires_at,
         ));
@@ -375,12 +442,12 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
 fn node_reservation(
     node: &SfuNode,
     key: NodeKey,
-    planned: Vec<Planned>,
+    planned: Vec<(Planned, Option<Release>)>,
     ledger: &Ledger,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> NodeReservation {
-    let planned_uids: Vec<&str> = planned.iter().map(|p| p.uid.as_str()).collect();
+    let planned_uids: Vec<&str> = planned.iter().map(|(p, _)| p.uid.as_str()).collect();
     let mut reservations: Vec<SlotReservation> = node
         .status
         .as_ref()
@@ -389,7 +456,7 @@ fn node_reservation(
         .into_iter()
         .filter(|r| r.expires_at.0 > now && !planned_uids.contains(&r.uid.as_str()))
         .collect();
-    for p in &planned {
+    for (p, _) in &planned {
         reservations.push(SlotReservation {
             room: p.key.name.clone(),
             uid: p.uid.clone(),
@@ -400,7 +467,7 @@ fn node_reservation(
     let load = ledger.load(&key);
     let rooms = planned
         .into_iter()
-        .map(|p| room_placement(p, &node.spec.url, now))
+        .map(|(p, release)| room_placement(p, node, release, now))
         .collect();
     NodeReservation {
         resource_version: node.resource_version().unwrap_or_default(),
@@ -415,7 +482,14 @@ fn node_reservation(
     }
 }
 
-fn room_placement(planned: Planned, node_url: &str, now: Timestamp) -> RoomPlacement {
+fn room_placement(
+    planned: Planned,
+    node: &SfuNode,
+    release: Option<Release>,
+    now: Timestamp,
+) -> RoomPlacement {
+    let node_url = node.spec.url.as_str();
+    let kind = node.spec.kind;
     let room = &planned.room;
     let status = room.status.clone().unwrap_or_default();
     let node = planned.to.node;
@@ -439,7 +513,39 @@ fn room_placement(planned: Planned, node_url: &str, now: Timestamp) -> RoomPlace
         room.metadata.generation,
         Time(now),
     );
+    let provision = provision_for(kind, &planned.key, &planned.uid, room);
+    let has_finalizer = room.finalizers().iter().any(|f| f == ROOM_FINALIZER);
+    let add_finalizer = (provision.is_some() && !has_finalizer).then(|| {
+        let mut finalizers = room.finalizers().to_vec();
+        finalizers.push(ROOM_FINALIZER.to_owned());
+        finalizers
+    });
+    let provisioned = match &provision {
+        Some(p) => conditions::new_condition(
+            conditions::PROVISIONED,
+            true,
+            "Created",
+            format!("room {} exists on {node}", p.sfu_room),
+            room.metadata.generation,
+            Time(now),
+        ),
+        None => conditions::new_condition(
+            conditions::PROVISIONED,
+            true,
+            "NothingToProvision",
+            format!("{node} is an Opaque node: nothing is created on it"),
+            room.metadata.generation,
+            Time(now),
+        ),
+    };
+    let conditions = conditions::upsert(
+        &conditions::upsert(&status.conditions, condition),
+        provisioned,
+    );
     RoomPlacement {
+        provision,
+        add_finalizer,
+        release,
         object: room.object_ref(&()),
         resource_version: room.resource_version(),
         uid: planned.uid,
@@ -452,7 +558,7 @@ fn room_placement(planned: Planned, node_url: &str, now: Timestamp) -> RoomPlace
         note,
         placement_generation: status.placement_generation.saturating_add(1),
         observed_generation: room.metadata.generation,
-        conditions: conditions::upsert(&status.conditions, condition),
+        conditions,
         placed_at: now,
     }
 }
@@ -500,4 +606,71 @@ fn unschedulable_message(
         None => no_fit.to_string(),
     };
     (no_fit.reason().as_str(), message)
+}
+
+/// The room to create on a node of this kind, if the kind holds rooms.
+fn provision_for(kind: SfuKind, key: &RoomKey, uid: &str, room: &Room) -> Option<Provision> {
+    match kind {
+        SfuKind::Opaque => None,
+        SfuKind::JanusVideoRoom => Some(Provision {
+            kind,
+            sfu_room: switchboard_sfu::janus::room_id(&key.namespace, &key.name, uid),
+            publishers: room.spec.max_participants,
+        }),
+    }
+}
+
+/// Whether a node can still be asked to destroy a room: it exists and has not failed.
+fn alive(node: Option<&&Arc<SfuNode>>, now: Timestamp, config: &PlacerConfig) -> bool {
+    node.is_some_and(|n| {
+        node_health(n, now, config.failover_grace) != switchboard_placement::Health::Failed
+    })
+}
+
+/// The release of a deleted Room's SFU room, on the node its status names.
+fn deletion_release(
+    room: &Room,
+    key: &RoomKey,
+    nodes: &HashMap<NodeKey, &Arc<SfuNode>>,
+    now: Timestamp,
+    config: &PlacerConfig,
+) -> Release {
+    let status = room.status.clone().unwrap_or_default();
+    let node_key = status.sfu_node.as_ref().map(|n| key.node(n.clone()));
+    let node = node_key.as_ref().and_then(|k| nodes.get(k));
+    Release {
+        room: key.clone(),
+        node_alive: alive(node, now, config),
+        node: node_key,
+        sfu_room: status.sfu_room.clone(),
+        finalizers_after: Some((
+            room.finalizers()
+                .iter()
+                .filter(|f| *f != ROOM_FINALIZER)
+                .cloned()
+                .collect(),
+            room.resource_version(),
+        )),
+    }
+}
+
+/// The copy a moving room leaves on its old node, when that node is alive to destroy it.
+fn old_copy_release(
+    room: &Room,
+    key: &RoomKey,
+    from: &str,
+    nodes: &HashMap<NodeKey, &Arc<SfuNode>>,
+    now: Timestamp,
+    config: &PlacerConfig,
+) -> Option<Release> {
+    let sfu_room = room.status.as_ref()?.sfu_room.clone()?;
+    let node_key = key.node(from);
+    let node = nodes.get(&node_key);
+    alive(node, now, config).then(|| Release {
+        room: key.clone(),
+        node: Some(node_key),
+        sfu_room: Some(sfu_room),
+        node_alive: true,
+        finalizers_after: None,
+    })
 }
