@@ -409,3 +409,141 @@ fn a_placement_write_is_conditional_and_complete() {
     assert_eq!(status["conditions"][0]["reason"], "Placed");
     assert_eq!(status["conditions"][0]["message"], "placed on sfu-0");
 }
+
+/// A Janus node: the plan creates the room there (id from the Room, publishers = its size)
+/// and adds the Room's finalizer before the placement; an Opaque node needs neither.
+#[test]
+fn rooms_on_janus_nodes_are_provisioned_and_finalized() {
+    let nodes = [NodeSpec {
+        health: NodeHealth::Ready,
+        cordoned: false,
+        deleting: false,
+        capacity: 10,
+        max_rooms: None,
+        foreign: vec![],
+    }];
+    let rooms = [RoomSpec {
+        participants: 4,
+        placed_on: None,
+        in_flight_on: None,
+    }];
+    let mut c = cluster(&nodes, &rooms);
+    let opaque = run(&c, &[RoomKey::new("ns", "room-0")], Placer::LeastLoaded);
+    let placement = &opaque.nodes[0].rooms[0];
+    assert_eq!(
+        (&placement.provision, &placement.add_finalizer),
+        (&None, &None)
+    );
+    assert_eq!(
+        placement.patch()["status"]["sfuRoom"],
+        serde_json::Value::Null
+    );
+
+    let mut janus = (*c.nodes[0]).clone();
+    janus.spec.kind = switchboard_crds::SfuKind::JanusVideoRoom;
+    janus.spec.admin = Some(switchboard_crds::SfuAdmin {
+        url: "http://127.0.0.1:7088/admin".into(),
+        credentials_secret: "sfu-0-credentials".into(),
+    });
+    c.nodes[0] = Arc::new(janus);
+    let out = run(&c, &[RoomKey::new("ns", "room-0")], Placer::LeastLoaded);
+    let placement = &out.nodes[0].rooms[0];
+    let provision = placement.provision.clone().unwrap();
+    assert_eq!(
+        provision.sfu_room,
+        switchboard_sfu::janus::room_id("ns", "room-0", "uid-0")
+    );
+    assert_eq!(provision.publishers, 4);
+    assert_eq!(
+        placement.add_finalizer,
+        Some(vec![
+            switchboard_operator::plan::placement::ROOM_FINALIZER.to_owned()
+        ])
+    );
+    let status = &placement.patch_at(Some("501".into()))["status"];
+    assert_eq!(status["sfuRoom"], provision.sfu_room.as_str());
+    let provisioned = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Provisioned")
+        .unwrap();
+    assert_eq!(provisioned["status"], "True");
+}
+
+/// A deleted Room holding the finalizer is released on the node its status names; the node
+/// counts as alive only while it exists and has not failed.
+#[test]
+fn deleted_rooms_are_released_on_their_node() {
+    let nodes = [
+        NodeSpec {
+            health: NodeHealth::Ready,
+            cordoned: false,
+            deleting: false,
+            capacity: 10,
+            max_rooms: None,
+            foreign: vec![],
+        },
+        NodeSpec {
+            health: NodeHealth::Failed,
+            cordoned: false,
+            deleting: false,
+            capacity: 10,
+            max_rooms: None,
+            foreign: vec![],
+        },
+    ];
+    let rooms = [
+        RoomSpec {
+            participants: 2,
+            placed_on: Some(0),
+            in_flight_on: None,
+        },
+        RoomSpec {
+            participants: 2,
+            placed_on: Some(1),
+            in_flight_on: None,
+        },
+        RoomSpec {
+            participants: 2,
+            placed_on: Some(0),
+            in_flight_on: None,
+        },
+    ];
+    let mut c = cluster(&nodes, &rooms);
+    for i in 0..2 {
+        let mut r = (*c.rooms[i]).clone();
+        r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            at(NOW - 1),
+        ));
+        r.metadata.finalizers = Some(vec![
+            "example.com/keep".into(),
+            switchboard_operator::plan::placement::ROOM_FINALIZER.into(),
+        ]);
+        r.status.as_mut().unwrap().sfu_room = Some(format!("ns.room-{i}.x"));
+        c.rooms[i] = Arc::new(r);
+    }
+    // room-2 is deleting without the finalizer: nothing to release.
+    let mut r = (*c.rooms[2]).clone();
+    r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+        NOW - 1,
+    )));
+    c.rooms[2] = Arc::new(r);
+    let batch: Vec<RoomKey> = (0..3)
+        .map(|i| RoomKey::new("ns", format!("room-{i}")))
+        .collect();
+    let out = run(&c, &batch, Placer::LeastLoaded);
+    assert_eq!(out.releases.len(), 2);
+    let alive = &out.releases[0];
+    assert_eq!(alive.node, Some(NodeKey::new("ns", "sfu-0")));
+    assert!(alive.node_alive);
+    assert_eq!(alive.sfu_room.as_deref(), Some("ns.room-0.x"));
+    let (finalizers, rv) = alive.finalizers_after.clone().unwrap();
+    assert_eq!(
+        (finalizers, rv.as_deref()),
+        (vec!["example.com/keep".to_owned()], Some("500"))
+    );
+    assert!(!out.releases[1].node_alive, "a failed node is not asked");
+    assert_eq!(out.finished.len(), 3);
+    assert!(out.nodes.is_empty() && out.unschedulable.is_empty());
+}

@@ -469,6 +469,46 @@ mod tests {
         assert_eq!((drained.status, drained.situation), (None, None));
     }
 
+    /// A Janus node is probed at the info endpoint its kind derives, and a Janus that refuses
+    /// new sessions stays Ready but is not Schedulable (placement treats it as cordoned).
+    #[test]
+    fn a_janus_refusing_sessions_is_ready_but_not_schedulable() {
+        let n = node(
+            json!({"kind": "JanusVideoRoom",
+                   "admin": {"url": "http://127.0.0.1:7088/admin/", "credentialsSecret": "c"}}),
+            json!({"finalizers": [DRAIN_FINALIZER]}),
+            json!(null),
+        );
+        let check = health::effective_check(&n).unwrap();
+        assert_eq!(check.url, "http://127.0.0.1:7088/admin/info");
+        assert_eq!(
+            plan(key(), &input(&n, Load::default(), None))
+                .situation
+                .unwrap()
+                .health,
+            Health::Suspect,
+            "no probe yet: no rooms go there"
+        );
+        let refusing = ProbeRecord {
+            successes: 1,
+            consecutive_failures: 0,
+            last_error: None,
+            accepting_new_sessions: Some(false),
+        };
+        let plan = plan(key(), &input(&n, Load::default(), Some(&refusing)));
+        let status = plan.status.unwrap();
+        assert_eq!(
+            condition(&status, conditions::READY).reason,
+            "HealthCheckPassing"
+        );
+        let schedulable = condition(&status, conditions::SCHEDULABLE);
+        assert_eq!(
+            (schedulable.status.as_str(), schedulable.reason.as_str()),
+            ("False", SFU_NOT_ACCEPTING)
+        );
+        assert!(plan.situation.unwrap().cordoned);
+    }
+
     fn situation() -> Situation {
         Situation {
             health: Health::Ready,
