@@ -4,7 +4,33 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use switchboard_crds::SfuNodeSpec;
+use switchboard_crds::{HttpHealthCheck, SfuNode, SfuNodeSpec};
+
+/// Probe timing of the health endpoint a kind derives when the node has no `healthCheck`:
+/// a dead SFU is NotReady after about 2 s.
+const DERIVED_PERIOD_SECONDS: u32 = 1;
+const DERIVED_TIMEOUT_SECONDS: u32 = 1;
+const DERIVED_FAILURE_THRESHOLD: u32 = 2;
+
+/// The health check the operator runs for a node: `spec.healthCheck` when set, otherwise the
+/// endpoint its kind derives (see [`crate::sfu::health_url`]), otherwise none.
+pub fn effective_check(node: &SfuNode) -> Option<HttpHealthCheck> {
+    node.spec.health_check.clone().or_else(|| {
+        crate::sfu::health_url(node).map(|url| HttpHealthCheck {
+            url,
+            period_seconds: DERIVED_PERIOD_SECONDS,
+            timeout_seconds: DERIVED_TIMEOUT_SECONDS,
+            failure_threshold: DERIVED_FAILURE_THRESHOLD,
+        })
+    })
+}
+
+/// The node's spec with its effective health check in place, for [`evaluate`].
+pub fn effective_spec(node: &SfuNode) -> SfuNodeSpec {
+    let mut spec = node.spec.clone();
+    spec.health_check = effective_check(node);
+    spec
+}
 
 /// What the prober has seen of one node's health check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,6 +38,9 @@ pub struct ProbeRecord {
     pub successes: u64,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// What the SFU's own health endpoint said about new sessions (Janus
+    /// `accepting-new-sessions`), for kinds that say it.
+    pub accepting_new_sessions: Option<bool>,
 }
 
 /// The verdict on one node.
@@ -130,12 +159,14 @@ mod tests {
             successes: 3,
             consecutive_failures: 1,
             last_error: Some("refused".into()),
+            accepting_new_sessions: None,
         };
         assert!(evaluate(&s, Some(&ok), None, t(0)).ready);
         let failing = ProbeRecord {
             successes: 3,
             consecutive_failures: 2,
             last_error: Some("refused".into()),
+            accepting_new_sessions: None,
         };
         let r = evaluate(&s, Some(&failing), None, t(0));
         assert!(!r.ready);

@@ -16,8 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::jiff::Timestamp;
 use switchboard_crds::{Room, RoomPhase, SfuNode};
 
-/// A node's identity: namespace and name.
-pub type NodeKey = (String, String);
+use crate::keys::NodeKey;
 
 /// One slot reservation this replica holds but has not seen reflected yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +68,7 @@ impl Ledger {
                     .unwrap_or(room.spec.max_participants);
                 ledger
                     .books
-                    .entry((namespace.clone(), node.clone()))
+                    .entry(NodeKey::new(namespace.clone(), node.clone()))
                     .or_default()
                     .insert(uid.clone(), slots);
             }
@@ -87,7 +86,7 @@ impl Ledger {
             for reservation in &status.reservations {
                 if reservation.expires_at.0 > now {
                     ledger.add_if_absent(
-                        (namespace.clone(), name.clone()),
+                        NodeKey::new(namespace.clone(), name.clone()),
                         &reservation.uid,
                         reservation.participants,
                         reservation.expires_at.0,
@@ -196,7 +195,7 @@ mod tests {
     }
 
     fn key(n: &str) -> NodeKey {
-        ("ns".into(), n.into())
+        NodeKey::new("ns", n)
     }
 
     #[test]

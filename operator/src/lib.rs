@@ -4,26 +4,30 @@
 //! - [`run`] wires everything: watches (reflectors) for Rooms and SfuNodes that always run, so
 //!   a standby replica is warm; the HTTP endpoint; leader election; and, while leading, the
 //!   three loops below.
-//! - [`placer`]: the one writer of placements (decisions come from `switchboard-placement`).
-//! - [`nodes`]: node health, `allocated`, the drain finalizer, and waking the placer.
-//! - [`lifetime`]: deleting rooms that stayed empty past `emptyTimeoutSeconds`.
-//! - [`turn`]: TURN shared-secret rotation, when `--turn-secret-name` is set.
+//! - [`placer`]: the one writer of placements; it applies what [`plan::placement`] decides.
+//! - [`nodes`]: node health, `allocated`, the drain finalizer, and waking the placer; it applies
+//!   what [`plan::node`] decides.
+//! - [`empty_expiry`]: deleting rooms that stayed empty past `emptyTimeoutSeconds`.
+//! - [`turn_rotation`]: TURN shared-secret rotation, when `--turn-secret-name` is set.
 //!
-//! Pure parts (no client, no clock): [`ledger`], [`health`], [`views`], and the placement
-//! crate itself.
+//! Pure parts (no client, no clock): [`plan`], [`keys`], [`ledger`], [`health`], [`views`], and
+//! the placement crate itself.
 
 pub mod args;
+pub mod empty_expiry;
 pub mod events;
 pub mod health;
+pub mod keys;
 pub mod ledger;
-pub mod lifetime;
 pub mod metrics;
 pub mod nodes;
 pub mod placer;
+pub mod plan;
 pub mod probe;
 pub mod queue;
+pub mod sfu;
 pub mod telemetry;
-pub mod turn;
+pub mod turn_rotation;
 pub mod views;
 
 use std::sync::Arc;
@@ -41,8 +45,9 @@ use tokio::task::JoinSet;
 
 use crate::args::Args;
 use crate::events::EventSink;
+use crate::keys::RoomKey;
 use crate::metrics::{HttpState, Metrics};
-use crate::placer::{Placer, PlacerConfig, room_key, waiting_rooms};
+use crate::placer::{Placer, PlacerConfig, waiting_rooms};
 use crate::probe::Prober;
 use crate::queue::WorkQueue;
 
@@ -64,7 +69,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Turn(#[from] turn::TurnError),
+    Turn(#[from] turn_rotation::TurnError),
     #[error("a background task ended unexpectedly: {0}")]
     TaskEnded(&'static str),
 }
@@ -95,7 +100,7 @@ pub async fn run(args: Args) -> Result<()> {
         return Err(Error::TlsProvider);
     }
     // Bad rotation options stop the operator before it does anything.
-    let turn_config = turn::TurnConfig::from_args(&args)?;
+    let turn_config = turn_rotation::TurnConfig::from_args(&args)?;
     let client = Client::try_default().await.map_err(Error::Client)?;
     let metrics = Arc::new(Metrics::new());
     let http_state = Arc::new(HttpState {
@@ -141,7 +146,7 @@ pub async fn run(args: Args) -> Result<()> {
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(room) => {
-                        if let Some(key) = room_key(&room) {
+                        if let Some(key) = RoomKey::of(&room) {
                             shared.queue.push(key);
                         }
                     }
@@ -214,6 +219,11 @@ pub async fn run(args: Args) -> Result<()> {
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!("watches synced");
     let prober = Arc::new(Prober::new()?);
+    let http = reqwest::Client::builder()
+        // An SFU's admin API must not redirect provisioning somewhere else.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(probe::ProbeError::Client)?;
     let placer_config = PlacerConfig {
         strategy: args.placement.strategy,
         failover_grace: args.placement.failover_grace,
@@ -233,6 +243,7 @@ pub async fn run(args: Args) -> Result<()> {
                     &args,
                     &placer_config,
                     prober.clone(),
+                    http.clone(),
                     turn_config.as_ref(),
                 ));
             }
@@ -266,11 +277,13 @@ fn start_reconcilers(
     args: &Args,
     placer_config: &PlacerConfig,
     prober: Arc<Prober>,
-    turn_config: Option<&turn::TurnConfig>,
+    http: reqwest::Client,
+    turn_config: Option<&turn_rotation::TurnConfig>,
 ) -> JoinSet<&'static str> {
     let mut set = JoinSet::new();
     let placer = Placer::new(
         shared.client.clone(),
+        http.clone(),
         shared.rooms.clone(),
         shared.nodes.clone(),
         shared.queue.clone(),
@@ -290,6 +303,7 @@ fn start_reconcilers(
         metrics: shared.metrics.clone(),
         events: shared.events.clone(),
         prober,
+        http,
         wake: shared.node_wake.clone(),
         interval: args.placement.health_interval,
         failover_grace: args.placement.failover_grace,
@@ -304,11 +318,11 @@ fn start_reconcilers(
         shared.events.clone(),
     );
     set.spawn(async move {
-        lifetime::run(client, rooms, events, Duration::from_secs(1)).await;
-        "room lifetime"
+        empty_expiry::run(client, rooms, events, Duration::from_secs(1)).await;
+        "empty-room expiry"
     });
     if let Some(config) = turn_config {
-        let rotator = turn::TurnRotator::new(
+        let rotator = turn_rotation::TurnRotator::new(
             shared.client.clone(),
             config.clone(),
             shared.metrics.clone(),

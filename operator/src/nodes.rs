@@ -2,47 +2,32 @@
 //! current, runs the drain finalizer, and wakes the placer when a node's situation changes
 //! (fails, recovers, is cordoned or uncordoned, gains capacity, frees slots, goes away).
 //!
-//! It runs on a short tick and on every SfuNode event. Status is written only when it changed.
+//! It runs on a short tick and on every SfuNode event. Each tick observes the nodes, the rooms
+//! and the probe results, asks the pure planner ([`crate::plan::node::plan`]) what each node
+//! needs, and applies it. Status is written only when it changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
-use switchboard_crds::{ParticipantLoad, Room, SfuNode, conditions};
-use switchboard_placement::Health;
+use switchboard_crds::{Room, SfuNode};
 use tokio::sync::Notify;
 
 use crate::events::EventSink;
-use crate::health;
-use crate::ledger::{Ledger, NodeKey};
+use crate::keys::NodeKey;
+use crate::ledger::Ledger;
 use crate::metrics::{Metrics, NodeLabel};
 use crate::placer::{rooms_on_node, waiting_rooms};
+use crate::plan::node::{NodeInput, NodePlan, Situation, plan, wake};
 use crate::probe::Prober;
 use crate::queue::WorkQueue;
-use crate::views::{node_health, node_key};
+use crate::sfu::Adapter;
 
-/// The finalizer that lets the operator move a node's rooms before the node goes away.
-pub const DRAIN_FINALIZER: &str = "switchboard.dev/drain";
-
-/// What about a node, when it changes, means rooms must be decided again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Situation {
-    health: Health,
-    cordoned: bool,
-    deleting: bool,
-    capacity: u32,
-    max_rooms: Option<u32>,
-    labels: std::collections::BTreeMap<String, String>,
-    region: String,
-    allocated: u32,
-    rooms: u32,
-}
+pub use crate::plan::node::DRAIN_FINALIZER;
 
 pub struct NodeLoop {
     pub client: Client,
@@ -52,6 +37,8 @@ pub struct NodeLoop {
     pub metrics: Arc<Metrics>,
     pub events: EventSink,
     pub prober: Arc<Prober>,
+    /// For the SFUs' admin APIs (stopping new sessions on a node being drained).
+    pub http: reqwest::Client,
     pub wake: Arc<Notify>,
     pub interval: Duration,
     pub failover_grace: Duration,
@@ -82,11 +69,35 @@ impl NodeLoop {
         );
         let mut present = Vec::with_capacity(nodes.len());
         for node in &nodes {
-            let Some(key) = node_key(node) else { continue };
+            let Some(key) = NodeKey::of(node) else {
+                continue;
+            };
             present.push(key.clone());
-            if let Some(situation) = self.reconcile(node, &key, &ledger, now).await {
+            let probe = self.prober.record(&key);
+            let plan = plan(
+                key.clone(),
+                &NodeInput {
+                    node,
+                    load: ledger.load(&key),
+                    has_rooms: ledger.has_rooms(&key),
+                    probe: probe.as_ref(),
+                    now,
+                    failover_grace: self.failover_grace,
+                },
+            );
+            if let Some(situation) = self.apply(plan).await {
                 let before = last.insert(key.clone(), situation.clone());
-                self.wake_placer(&key, before.as_ref(), &situation);
+                if situation.deleting && before.as_ref().is_none_or(|b| !b.deleting) {
+                    self.stop_new_sessions(node, &key).await;
+                }
+                let wake = wake(before.as_ref(), &situation);
+                if wake.its_rooms {
+                    self.queue.push_many(rooms_on_node(&self.rooms, &key));
+                }
+                if wake.waiting_rooms {
+                    self.queue
+                        .push_many(waiting_rooms(&self.rooms, Some(&key.namespace)));
+                }
             }
         }
         // Nodes that vanished without our finalizer (it was removed by hand): their rooms move.
@@ -97,195 +108,94 @@ impl NodeLoop {
             .collect();
         for key in gone {
             last.remove(&key);
-            self.metrics.node_rooms.remove(&NodeLabel {
-                namespace: key.0.clone(),
-                node: key.1.clone(),
-            });
-            self.metrics.node_participants.remove(&NodeLabel {
-                namespace: key.0.clone(),
-                node: key.1.clone(),
-            });
+            let label = NodeLabel {
+                namespace: key.namespace.clone(),
+                node: key.name.clone(),
+            };
+            self.metrics.node_rooms.remove(&label);
+            self.metrics.node_participants.remove(&label);
             self.queue.push_many(rooms_on_node(&self.rooms, &key));
         }
     }
 
-    fn wake_placer(&self, key: &NodeKey, before: Option<&Situation>, now: &Situation) {
-        if before == Some(now) {
-            return;
-        }
-        if now.health == Health::Failed || now.deleting {
-            self.queue.push_many(rooms_on_node(&self.rooms, key));
-        }
-        let accepts = now.health == Health::Ready && !now.cordoned && !now.deleting;
-        let gained = match before {
-            None => true,
-            Some(b) => {
-                b.health != now.health
-                    || b.cordoned != now.cordoned
-                    || now.capacity > b.capacity
-                    || now.max_rooms != b.max_rooms
-                    || b.labels != now.labels
-                    || b.region != now.region
-                    || now.allocated < b.allocated
-                    || now.rooms < b.rooms
-            }
+    /// A node being deleted is drained: its SFU takes no new sessions, so no participant joins
+    /// a room there that is about to move.
+    async fn stop_new_sessions(&self, node: &SfuNode, key: &NodeKey) {
+        let result = match Adapter::for_node(&self.client, &self.http, node).await {
+            Ok(adapter) => adapter.stop_new_sessions().await,
+            Err(error) => Err(error),
         };
-        if accepts && gained {
-            self.queue
-                .push_many(waiting_rooms(&self.rooms, Some(&key.0)));
+        match result {
+            Ok(()) => {
+                tracing::info!(namespace = %key.namespace, node = %key.name, "draining: the SFU takes no new sessions")
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %key.namespace, node = %key.name, %error, "cannot stop new sessions on the SFU")
+            }
         }
     }
 
-    /// Brings one node's status and finalizer up to date. Returns its situation.
-    async fn reconcile(
-        &self,
-        node: &SfuNode,
-        key: &NodeKey,
-        ledger: &Ledger,
-        now: Timestamp,
-    ) -> Option<Situation> {
-        let api: Api<SfuNode> = Api::namespaced(self.client.clone(), &key.0);
-        let deleting = node.metadata.deletion_timestamp.is_some();
-        let has_finalizer = node.finalizers().iter().any(|f| f == DRAIN_FINALIZER);
-        let load = ledger.load(key);
-
-        if !deleting && !has_finalizer {
-            let mut finalizers = node.finalizers().to_vec();
-            finalizers.push(DRAIN_FINALIZER.to_owned());
-            let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
-            if let Err(error) = api
-                .patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::debug!(namespace = %key.0, node = %key.1, %error, "cannot add finalizer yet");
-            }
-        }
-        if deleting && has_finalizer && !ledger.has_rooms(key) {
-            let finalizers: Vec<String> = node
-                .finalizers()
-                .iter()
-                .filter(|f| *f != DRAIN_FINALIZER)
-                .cloned()
-                .collect();
-            let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
+    /// Applies one node's plan. Returns its situation, or `None` once the node is let go.
+    async fn apply(&self, plan: NodePlan) -> Option<Situation> {
+        let key = &plan.key;
+        let api: Api<SfuNode> = Api::namespaced(self.client.clone(), &key.namespace);
+        if let Some(write) = &plan.finalizers {
             match api
-                .patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &key.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&write.patch()),
+                )
                 .await
             {
-                Ok(_) => {
-                    tracing::info!(namespace = %key.0, node = %key.1, "node drained; letting it go");
+                Ok(_) if !write.adding => {
+                    tracing::info!(namespace = %key.namespace, node = %key.name, "node drained; letting it go");
                 }
+                Ok(_) => {}
                 Err(error) => {
-                    tracing::debug!(namespace = %key.0, node = %key.1, %error, "cannot remove finalizer yet")
+                    tracing::debug!(namespace = %key.namespace, node = %key.name, adding = write.adding, %error, "cannot update the drain finalizer yet");
                 }
             }
-            return None;
         }
-
-        let status = node.status.clone().unwrap_or_default();
-        let heartbeat = status.last_heartbeat_time.as_ref().map(|t| t.0);
-        let readiness =
-            health::evaluate(&node.spec, self.prober.record(key).as_ref(), heartbeat, now);
-        let generation = node.metadata.generation;
-        let ready = conditions::new_condition(
-            conditions::READY,
-            readiness.ready,
-            readiness.reason,
-            readiness.message.clone(),
-            generation,
-            Time(now),
-        );
-        let (schedulable, reason, message) =
-            match (readiness.ready, node.spec.unschedulable, deleting) {
-                (_, _, true) => (
-                    false,
-                    "Deleting",
-                    "node is being deleted; its rooms are moving",
-                ),
-                (false, _, _) => (false, "NodeNotReady", "node is not ready"),
-                (true, true, _) => (
-                    false,
-                    "Cordoned",
-                    "spec.unschedulable is true; placed rooms stay",
-                ),
-                (true, false, false) => (true, "Schedulable", "new rooms may be placed here"),
-            };
-        let schedulable = conditions::new_condition(
-            conditions::SCHEDULABLE,
-            schedulable,
-            reason,
-            message,
-            generation,
-            Time(now),
-        );
-        let new_conditions =
-            conditions::upsert(&conditions::upsert(&status.conditions, ready), schedulable);
-        let allocated = ParticipantLoad {
-            rooms: load.rooms,
-            participants: load.participants,
-        };
-        let changed = new_conditions != status.conditions
-            || status.allocated.as_ref() != Some(&allocated)
-            || status.observed_generation != generation;
-        if changed {
-            let was_ready = conditions::is_true(&status.conditions, conditions::READY);
-            let patch = json!({"status": {"conditions": new_conditions, "allocated": allocated, "observedGeneration": generation}});
+        plan.situation.as_ref()?;
+        if let Some(write) = &plan.status {
             match api
-                .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(
+                    &key.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&write.patch()),
+                )
                 .await
             {
                 Ok(_) => {
-                    if was_ready != readiness.ready
-                        && conditions::find(&status.conditions, conditions::READY).is_some()
-                    {
-                        tracing::info!(namespace = %key.0, node = %key.1, ready = readiness.ready, reason = readiness.reason, "node readiness changed");
+                    if let Some(event) = &write.readiness_event {
+                        tracing::info!(namespace = %key.namespace, node = %key.name, ready = event.ready, reason = event.cause, "node readiness changed");
                         self.events.emit(
-                            node.object_ref(&()),
-                            !readiness.ready,
-                            if readiness.ready {
-                                "NodeReady"
-                            } else {
-                                "NodeNotReady"
-                            },
+                            event.object.clone(),
+                            !event.ready,
+                            event.reason,
                             "Probe",
-                            readiness.message.clone(),
+                            event.message.clone(),
                         );
                     }
                 }
                 Err(error) => {
-                    tracing::debug!(namespace = %key.0, node = %key.1, %error, "cannot update node status")
+                    tracing::debug!(namespace = %key.namespace, node = %key.name, %error, "cannot update node status")
                 }
             }
         }
-
         let label = NodeLabel {
-            namespace: key.0.clone(),
-            node: key.1.clone(),
+            namespace: key.namespace.clone(),
+            node: key.name.clone(),
         };
         self.metrics
             .node_rooms
             .get_or_create(&label)
-            .set(i64::from(load.rooms));
+            .set(i64::from(plan.load.rooms));
         self.metrics
             .node_participants
             .get_or_create(&label)
-            .set(i64::from(load.participants));
-
-        let mut observed = node.clone();
-        observed
-            .status
-            .get_or_insert_with(Default::default)
-            .conditions = new_conditions;
-        Some(Situation {
-            health: node_health(&observed, now, self.failover_grace),
-            cordoned: node.spec.unschedulable,
-            deleting,
-            capacity: node.spec.capacity.participants,
-            max_rooms: node.spec.capacity.rooms,
-            labels: node.labels().clone(),
-            region: node.spec.region.clone(),
-            allocated: load.participants,
-            rooms: load.rooms,
-        })
+            .set(i64::from(plan.load.participants));
+        plan.situation
     }
 }

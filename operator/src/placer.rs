@@ -1,7 +1,8 @@
 //! The placer: the one writer of placements in this replica.
 //!
-//! It takes batches of rooms from the [`WorkQueue`], rebuilds the [`Ledger`] from what it has
-//! observed, decides each room with the pure placement crate, and then writes in two steps:
+//! It takes batches of rooms from the [`WorkQueue`], hands what it has observed to the pure
+//! planner ([`crate::plan::placement::plan`], which rebuilds the ledger and decides each room
+//! with the placement crate), and applies the plan in two steps:
 //!
 //! 1. For every node that receives rooms, one status write to the SfuNode adding slot
 //!    reservations, conditional on the node's resourceVersion. Two replicas (or one replica
@@ -27,49 +28,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
-use switchboard_crds::{Room, RoomPhase, SfuNode, SlotReservation, conditions};
-use switchboard_placement::{
-    CurrentPlacement, Decision, MoveReason, NoFit, NodeView, Placement, PlacementIndex, Strategy,
-    decide,
-};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use switchboard_crds::{Room, RoomPhase, SfuNode};
 
 use crate::events::EventSink;
-use crate::ledger::{Ledger, LocalReservation, NodeKey};
+use crate::keys::{NodeKey, RoomKey};
+use crate::ledger::LocalReservation;
 use crate::metrics::Metrics;
-use crate::queue::{RoomKey, WorkQueue};
-use crate::views::{node_key, node_view, room_request};
+use crate::plan::placement::{
+    NodeReservation, PlacementInput, Release, RoomPlacement, Unschedulable, plan, prune_in_flight,
+};
+use crate::queue::WorkQueue;
+use crate::sfu::{Adapter, SfuRoom};
+
+pub use crate::plan::placement::PlacerConfig;
 
 /// How long to wait before deciding a room again after a write conflict.
 const CONFLICT_RETRY: Duration = Duration::from_millis(25);
 /// How long to wait after an unexpected API error.
 const ERROR_RETRY: Duration = Duration::from_secs(1);
 
-/// What the placer needs from the rest of the operator.
-#[derive(Clone)]
-pub struct PlacerConfig {
-    pub strategy: Strategy,
-    pub failover_grace: Duration,
-    pub reservation_ttl: Duration,
-    pub batch_size: usize,
-}
-
-/// One room to be written onto a node.
-struct Planned {
-    room: Arc<Room>,
-    key: RoomKey,
-    node: String,
-    moved_from: Option<(String, MoveReason)>,
-    in_requested_region: bool,
-}
-
 pub struct Placer {
     client: Client,
+    /// For the SFUs' admin APIs (provisioning).
+    http: reqwest::Client,
     rooms: Store<Room>,
     nodes: Store<SfuNode>,
     queue: WorkQueue,
@@ -77,7 +62,7 @@ pub struct Placer {
     events: EventSink,
     config: PlacerConfig,
     /// Reservations decided here but not yet seen in the room's status, by room uid.
-    local: HashMap<String, LocalReservation>,
+    in_flight: HashMap<String, LocalReservation>,
     /// Nodes as returned by our own conditional writes, newer than the watch may show yet:
     /// node -> (resourceVersion the store had when we wrote, the node after our write).
     written_nodes: HashMap<NodeKey, (String, Arc<SfuNode>)>,
@@ -95,13 +80,33 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-fn time(t: Timestamp) -> Time {
-    Time(t)
+/// Puts rooms back on the queue after a failed write and counts the outcome: soon after a
+/// conflict (another writer got there first, and the next decision starts from its write),
+/// later after any other error. Returns true for a conflict.
+fn requeue_after(
+    queue: &WorkQueue,
+    metrics: &Metrics,
+    keys: Vec<RoomKey>,
+    error: &kube::Error,
+) -> bool {
+    metrics.placed(api_result_label(error));
+    let conflict = is_status(error, 409);
+    queue.push_after(
+        keys,
+        if conflict {
+            CONFLICT_RETRY
+        } else {
+            ERROR_RETRY
+        },
+    );
+    conflict
 }
 
 impl Placer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
+        http: reqwest::Client,
         rooms: Store<Room>,
         nodes: Store<SfuNode>,
         queue: WorkQueue,
@@ -111,13 +116,14 @@ impl Placer {
     ) -> Self {
         Placer {
             client,
+            http,
             rooms,
             nodes,
             queue,
             metrics,
             events,
             config,
-            local: HashMap::new(),
+            in_flight: HashMap::new(),
             written_nodes: HashMap::new(),
         }
     }
@@ -127,7 +133,7 @@ impl Placer {
         // A new leader decides every room once: rooms that became unschedulable or whose node
         // failed while no replica was leading are caught here.
         self.queue
-            .push_many(self.rooms.state().iter().filter_map(|r| room_key(r)));
+            .push_many(self.rooms.state().iter().filter_map(|r| RoomKey::of(r)));
         loop {
             let batch = self.queue.take(self.config.batch_size).await;
             self.place_batch(batch).await;
@@ -139,7 +145,9 @@ impl Placer {
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for node in self.nodes.state() {
-            let Some(key) = node_key(&node) else { continue };
+            let Some(key) = NodeKey::of(&node) else {
+                continue;
+            };
             let store_rv = node.resource_version().unwrap_or_default();
             match self.written_nodes.get(&key) {
                 Some((rv_at_write, ours)) if *rv_at_write == store_rv => out.push(ours.clone()),
@@ -154,499 +162,374 @@ impl Placer {
         out
     }
 
+    /// Observe, plan, apply.
     async fn place_batch(&mut self, batch: Vec<RoomKey>) {
         let now = Timestamp::now();
         let nodes = self.node_snapshot();
         let rooms = self.rooms.state();
-        // Local reservations end once the room's own status shows them, or when they expire.
-        let reflected: HashMap<&str, &str> = rooms
-            .iter()
-            .filter_map(|r| {
-                let status = r.status.as_ref()?;
-                (status.phase == Some(RoomPhase::Placed)).then_some(())?;
-                Some((r.metadata.uid.as_deref()?, status.sfu_node.as_deref()?))
-            })
-            .collect();
-        self.local.retain(|uid, res| {
-            res.expires_at > now && reflected.get(uid.as_str()) != Some(&res.node.1.as_str())
-        });
-        let mut ledger = Ledger::build(
-            rooms.iter().map(|r| r.as_ref()),
-            nodes.iter().map(|n| n.as_ref()),
-            self.local.values(),
+        prune_in_flight(&mut self.in_flight, &rooms, now);
+        let in_flight: Vec<LocalReservation> = self.in_flight.values().cloned().collect();
+        let plan = plan(&PlacementInput {
+            rooms: &rooms,
+            nodes: &nodes,
+            in_flight: &in_flight,
+            batch: &batch,
             now,
-        );
-
-        // One placement index per namespace, built once per batch from the ledger and kept
-        // current as this batch reserves slots.
-        let mut by_namespace: HashMap<String, Vec<NodeView>> = HashMap::new();
-        for node in &nodes {
-            if let (Some(ns), Some(view)) = (
-                &node.metadata.namespace,
-                node_view(node, &ledger, now, self.config.failover_grace),
-            ) {
-                by_namespace.entry(ns.clone()).or_default().push(view);
-            }
-        }
-        let mut indexes: HashMap<String, PlacementIndex> = by_namespace
-            .into_iter()
-            .map(|(ns, views)| (ns, PlacementIndex::new(views)))
-            .collect();
-
-        let mut node_writes: HashMap<NodeKey, Vec<Planned>> = HashMap::new();
-        let mut status_writes = Vec::new();
-        let mut retry_waiting = false;
-        for key in batch {
-            let Some(room) = self.rooms.get(&ObjectRef::new(&key.1).within(&key.0)) else {
-                self.queue.finish(&key);
-                continue;
-            };
-            if room.metadata.deletion_timestamp.is_some() {
-                self.queue.finish(&key);
-                continue;
-            }
-            let Some(uid) = room.metadata.uid.clone() else {
-                continue;
-            };
-            let request = match room_request(&room) {
-                Ok(request) => request,
-                Err(error) => {
-                    status_writes.push(self.condition_write(
-                        room.clone(),
-                        key,
-                        "InvalidSpec",
-                        error.to_string(),
-                        false,
-                        now,
-                    ));
-                    continue;
-                }
-            };
-            let status = room.status.clone().unwrap_or_default();
-            let current = match (status.phase, &status.sfu_node) {
-                (Some(RoomPhase::Placed), Some(node)) => {
-                    Some(CurrentPlacement { node: node.clone() })
-                }
-                _ => None,
-            };
-            let decision = match indexes.get(&key.0) {
-                Some(index) => index.decide(&request, current.as_ref(), self.config.strategy),
-                None => decide(&[], &request, current.as_ref(), self.config.strategy),
-            };
-            match decision {
-                Decision::Stay => {
-                    self.queue.finish(&key);
-                }
-                Decision::Place(to) => {
-                    self.plan(
-                        &mut ledger,
-                        &mut indexes,
-                        &mut node_writes,
-                        room,
-                        key,
-                        &uid,
-                        to,
-                        None,
-                    );
-                }
-                Decision::Move { from, reason, to } => {
-                    self.plan(
-                        &mut ledger,
-                        &mut indexes,
-                        &mut node_writes,
-                        room,
-                        key,
-                        &uid,
-                        to,
-                        Some((from, reason)),
-                    );
-                }
-                Decision::Unschedulable { no_fit, displaced } => {
-                    if ledger.next_expiry.is_some() {
-                        retry_waiting = true;
-                    }
-                    let (reason, message) = unschedulable_message(&no_fit, displaced.as_ref());
-                    let unchanged = displaced.is_none()
-                        && status.phase == Some(RoomPhase::Unschedulable)
-                        && conditions::find(&status.conditions, conditions::PLACED).is_some_and(
-                            |c| {
-                                c.message == message
-                                    && c.observed_generation == room.metadata.generation
-                            },
-                        );
-                    if !unchanged {
-                        status_writes.push(self.condition_write(
-                            room.clone(),
-                            key,
-                            reason,
-                            message,
-                            displaced.is_some(),
-                            now,
-                        ));
-                    }
-                }
-            }
-        }
-        if retry_waiting && let Some(at) = ledger.next_expiry {
-            // Capacity held by unconfirmed reservations frees at their expiry: decide the
-            // waiting rooms again then, once, instead of polling.
-            let wait = at.duration_since(now).unsigned_abs() + Duration::from_millis(50);
-            let waiting = waiting_rooms(&self.rooms, None);
-            self.queue.push_after(waiting, wait);
-        }
-
-        let nodes_by_key: HashMap<NodeKey, Arc<SfuNode>> = nodes
-            .iter()
-            .filter_map(|n| Some((node_key(n)?, n.clone())))
-            .collect();
-        let node_futures = node_writes.into_iter().filter_map(|(key, planned)| {
-            let node = nodes_by_key.get(&key)?.clone();
-            Some(self.write_node_then_rooms(node, key, planned, &ledger, now))
+            config: &self.config,
         });
-        let results = join_all(node_futures).await;
-        for outcome in results {
-            self.absorb(outcome, now);
-        }
-        join_all(status_writes).await;
-    }
 
-    #[allow(clippy::too_many_arguments)]
-    fn plan(
-        &self,
-        ledger: &mut Ledger,
-        indexes: &mut HashMap<String, PlacementIndex>,
-        node_writes: &mut HashMap<NodeKey, Vec<Planned>>,
-        room: Arc<Room>,
-        key: RoomKey,
-        uid: &str,
-        to: Placement,
-        moved_from: Option<(String, MoveReason)>,
-    ) {
-        let node_key: NodeKey = (key.0.clone(), to.node.clone());
-        // Older entries of this room elsewhere (the node it leaves, a write that failed, or a
-        // placement by another replica this one has not seen yet) keep counting until they
-        // expire or the room's status shows where it is: dropping them here could let this
-        // batch fill a node that really holds the room.
-        if ledger.reserve(node_key.clone(), uid, room.spec.max_participants)
-            && let Some(index) = indexes.get_mut(&key.0)
-        {
-            index.reserve(&to.node, room.spec.max_participants);
+        for key in &plan.finished {
+            self.queue.finish(key);
         }
-        node_writes.entry(node_key).or_default().push(Planned {
-            room,
-            key,
-            node: to.node,
-            moved_from,
-            in_requested_region: to.in_requested_region,
+        if let Some(at) = plan.retry_waiting_at {
+            let wait = at.duration_since(now).unsigned_abs();
+            self.queue
+                .push_after(waiting_rooms(&self.rooms, None), wait);
+        }
+        let sfu = Sfu {
+            client: self.client.clone(),
+            http: self.http.clone(),
+            nodes: nodes.clone(),
+        };
+        let releases = plan.releases.into_iter().map(|release| {
+            apply_release(
+                sfu.clone(),
+                release,
+                self.metrics.clone(),
+                self.queue.clone(),
+            )
         });
-    }
-
-    /// Step 1 and 2 for one node: reserve, then write each room.
-    fn write_node_then_rooms(
-        &self,
-        node: Arc<SfuNode>,
-        key: NodeKey,
-        planned: Vec<Planned>,
-        ledger: &Ledger,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = NodeOutcome> + 'static {
-        let client = self.client.clone();
-        let ttl = SignedDuration::try_from(self.config.reservation_ttl)
-            .unwrap_or(SignedDuration::from_secs(10));
-        let expires_at = now.checked_add(ttl).unwrap_or(now);
-        let load = ledger.load(&key);
-        let metrics = self.metrics.clone();
-        let events = self.events.clone();
-        let queue = self.queue.clone();
-        async move {
-            let nodes: Api<SfuNode> = Api::namespaced(client.clone(), &key.0);
-            let planned_uids: Vec<&str> = planned
-                .iter()
-                .filter_map(|p| p.room.metadata.uid.as_deref())
-                .collect();
-            let mut reservations: Vec<SlotReservation> = node
-                .status
-                .as_ref()
-                .map(|s| s.reservations.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| r.expires_at.0 > now && !planned_uids.contains(&r.uid.as_str()))
-                .collect();
-            for p in &planned {
-                reservations.push(SlotReservation {
-                    room: p.key.1.clone(),
-                    uid: p.room.metadata.uid.clone().unwrap_or_default(),
-                    participants: p.room.spec.max_participants,
-                    expires_at: time(expires_at),
-                });
+        join_all(releases).await;
+        let node_writes = plan.nodes.into_iter().map(|write| {
+            write_node_then_rooms(
+                sfu.clone(),
+                write,
+                self.metrics.clone(),
+                self.events.clone(),
+                self.queue.clone(),
+            )
+        });
+        for outcome in join_all(node_writes).await {
+            if let Some(node) = outcome.written {
+                self.written_nodes
+                    .insert(outcome.key.clone(), (outcome.store_rv, node));
             }
-            let store_rv = node.resource_version().unwrap_or_default();
-            tracing::debug!(
-                namespace = %key.0, node = %key.1, resource_version = %store_rv,
-                reservations = reservations.len(), new = planned.len(), participants = load.participants,
-                "reserving slots"
-            );
-            let patch = json!({
-                "metadata": {"resourceVersion": store_rv},
-                "status": {
-                    "reservations": reservations,
-                    "allocated": {"rooms": load.rooms, "participants": load.participants},
-                }
-            });
-            let written = match nodes
-                .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(written) => written,
-                Err(error) => {
-                    metrics.placed(api_result_label(&error));
-                    let keys: Vec<RoomKey> = planned.into_iter().map(|p| p.key).collect();
-                    let refreshed = if is_status(&error, 409) {
-                        tracing::debug!(namespace = %key.0, node = %key.1, rooms = keys.len(), "node changed under us; deciding again");
-                        queue.push_after(keys, CONFLICT_RETRY);
-                        nodes.get(&key.1).await.ok().map(Arc::new)
-                    } else {
-                        tracing::warn!(namespace = %key.0, node = %key.1, %error, "cannot reserve slots");
-                        queue.push_after(keys, ERROR_RETRY);
-                        None
-                    };
-                    return NodeOutcome {
-                        key,
-                        store_rv,
-                        written: refreshed,
-                        confirmed: Vec::new(),
-                    };
-                }
-            };
-            let node_url = written.spec.url.clone();
-            let room_futures = planned.into_iter().map(|p| {
-                write_room_placement(
-                    client.clone(),
-                    p,
-                    node_url.clone(),
-                    now,
-                    metrics.clone(),
-                    events.clone(),
-                    queue.clone(),
-                )
-            });
-            let confirmed: Vec<LocalReservation> = join_all(room_futures)
-                .await
-                .into_iter()
-                .flatten()
-                .map(|(room_uid, participants)| LocalReservation {
-                    node: key.clone(),
-                    room_uid,
-                    participants,
-                    expires_at,
-                })
-                .collect();
-            NodeOutcome {
-                key,
-                store_rv,
-                written: Some(Arc::new(written)),
-                confirmed,
+            for reservation in outcome.confirmed {
+                self.in_flight
+                    .insert(reservation.room_uid.clone(), reservation);
             }
         }
+        let room_writes = plan.unschedulable.into_iter().map(|write| {
+            write_unschedulable(
+                self.client.clone(),
+                write,
+                self.metrics.clone(),
+                self.events.clone(),
+                self.queue.clone(),
+            )
+        });
+        join_all(room_writes).await;
     }
-
-    fn absorb(&mut self, outcome: NodeOutcome, _now: Timestamp) {
-        if let Some(node) = outcome.written {
-            self.written_nodes
-                .insert(outcome.key.clone(), (outcome.store_rv, node));
-        }
-        for reservation in outcome.confirmed {
-            self.local.insert(reservation.room_uid.clone(), reservation);
-        }
-    }
-
-    /// Marks a room Unschedulable with the given reason, releasing any node it had.
-    fn condition_write(
-        &self,
-        room: Arc<Room>,
-        key: RoomKey,
-        reason: &'static str,
-        message: String,
-        displaced: bool,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let events = self.events.clone();
-        let queue = self.queue.clone();
-        async move {
-            let status = room.status.clone().unwrap_or_default();
-            let already = status.phase == Some(RoomPhase::Unschedulable)
-                && conditions::find(&status.conditions, conditions::PLACED)
-                    .is_some_and(|c| c.message == message && c.reason == reason);
-            let condition = conditions::new_condition(
-                conditions::PLACED,
-                false,
-                reason,
-                message.clone(),
-                room.metadata.generation,
-                time(now),
-            );
-            let patch = json!({
-                "metadata": {"resourceVersion": room.resource_version()},
-                "status": {
-                    "phase": RoomPhase::Unschedulable,
-                    "sfuNode": null, "sfuUrl": null, "reservedParticipants": null, "placedAt": null,
-                    "observedGeneration": room.metadata.generation,
-                    "conditions": conditions::upsert(&status.conditions, condition),
-                }
-            });
-            let api: Api<Room> = Api::namespaced(client, &key.0);
-            match api
-                .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    metrics.placed("unschedulable");
-                    if displaced {
-                        metrics.failovers.inc();
-                    }
-                    if !already {
-                        tracing::info!(namespace = %key.0, room = %key.1, %reason, %message, "room unschedulable");
-                        events.emit(
-                            room.object_ref(&()),
-                            true,
-                            if reason == "InvalidSpec" {
-                                "InvalidSpec"
-                            } else {
-                                "Unschedulable"
-                            },
-                            "Place",
-                            message,
-                        );
-                    }
-                }
-                Err(error) if is_status(&error, 404) => {}
-                Err(error) => {
-                    metrics.placed(api_result_label(&error));
-                    let delay = if is_status(&error, 409) {
-                        CONFLICT_RETRY
-                    } else {
-                        ERROR_RETRY
-                    };
-                    queue.push_after(vec![key], delay);
-                }
-            }
-        }
-    }
-}
-
-/// The condition reason and message of an unplaceable room.
-fn unschedulable_message(
-    no_fit: &NoFit,
-    displaced: Option<&(String, MoveReason)>,
-) -> (&'static str, String) {
-    let message = match displaced {
-        Some((from, why)) => format!("left {from} ({}); {no_fit}", why.as_str()),
-        None => no_fit.to_string(),
-    };
-    (no_fit.reason().as_str(), message)
 }
 
 struct NodeOutcome {
     key: NodeKey,
     store_rv: String,
     written: Option<Arc<SfuNode>>,
-    /// Rooms whose placement was written: (uid, slots).
+    /// Rooms whose placement was written.
     confirmed: Vec<LocalReservation>,
 }
 
-/// Writes one room's placement. Returns the room uid and slots when it landed.
-async fn write_room_placement(
+/// What applying SFU steps needs: the API client (for credentials Secrets), the HTTP client,
+/// and the nodes the plan was made from.
+#[derive(Clone)]
+struct Sfu {
     client: Client,
-    planned: Planned,
-    node_url: String,
-    now: Timestamp,
+    http: reqwest::Client,
+    nodes: Vec<Arc<SfuNode>>,
+}
+
+impl Sfu {
+    fn node(&self, key: &NodeKey) -> Option<&Arc<SfuNode>> {
+        self.nodes
+            .iter()
+            .find(|n| NodeKey::of(n).as_ref() == Some(key))
+    }
+
+    /// Destroys a room on a node, if the node is still known.
+    async fn destroy(&self, node: &NodeKey, sfu_room: &str) -> Result<(), crate::sfu::SfuError> {
+        let Some(node) = self.node(node) else {
+            return Ok(());
+        };
+        Adapter::for_node(&self.client, &self.http, node)
+            .await?
+            .destroy_room(sfu_room)
+            .await
+    }
+}
+
+/// Destroys a deleted Room's SFU room, then lets the Room go; or a moved room's old copy.
+async fn apply_release(sfu: Sfu, release: Release, metrics: Arc<Metrics>, queue: WorkQueue) {
+    let key = &release.room;
+    if let (Some(node), Some(sfu_room), true) =
+        (&release.node, &release.sfu_room, release.node_alive)
+        && let Err(error) = sfu.destroy(node, sfu_room).await
+    {
+        tracing::warn!(namespace = %key.namespace, room = %key.name, node = %node.name, %sfu_room, %error, "cannot destroy the room on its SFU; will retry");
+        if release.finalizers_after.is_some() {
+            metrics.placed("error");
+            queue.push_after(vec![key.clone()], ERROR_RETRY);
+        }
+        return;
+    }
+    if let (Some(node), Some(sfu_room)) = (&release.node, &release.sfu_room) {
+        tracing::info!(namespace = %key.namespace, room = %key.name, node = %node.name, %sfu_room, alive = release.node_alive, "room released on its SFU");
+    }
+    let Some((finalizers, resource_version)) = release.finalizers_after else {
+        return;
+    };
+    let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
+    match api
+        .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(error) if is_status(&error, 404) => {}
+        Err(error) => {
+            requeue_after(&queue, &metrics, vec![key.clone()], &error);
+        }
+    }
+}
+
+/// Step 1 and 2 for one node: reserve, then write each room.
+async fn write_node_then_rooms(
+    sfu: Sfu,
+    write: NodeReservation,
     metrics: Arc<Metrics>,
     events: EventSink,
     queue: WorkQueue,
-) -> Option<(String, u32)> {
-    let room = &planned.room;
-    let status = room.status.clone().unwrap_or_default();
-    let (reason, note) = match &planned.moved_from {
-        None => ("Placed", format!("placed on {}", planned.node)),
-        Some((from, why)) => (
-            "Failover",
-            format!("moved from {from} ({}) to {}", why.as_str(), planned.node),
-        ),
-    };
-    let note = if planned.in_requested_region {
-        note
-    } else {
-        format!("{note}; its region had no room, so another region was used")
-    };
-    let condition = conditions::new_condition(
-        conditions::PLACED,
-        true,
-        reason,
-        note.clone(),
-        room.metadata.generation,
-        time(now),
+) -> NodeOutcome {
+    let key = write.node.clone();
+    let client = sfu.client.clone();
+    let nodes: Api<SfuNode> = Api::namespaced(client.clone(), &key.namespace);
+    tracing::debug!(
+        namespace = %key.namespace, node = %key.name, resource_version = %write.resource_version,
+        reservations = write.reservations.len(), new = write.rooms.len(),
+        participants = write.allocated.participants, "reserving slots"
     );
-    let slots = room.spec.max_participants;
-    let patch = json!({
-        "metadata": {"resourceVersion": room.resource_version()},
-        "status": {
-            "phase": RoomPhase::Placed,
-            "sfuNode": planned.node,
-            "sfuUrl": node_url,
-            "reservedParticipants": slots,
-            "placedAt": time(now),
-            "placementGeneration": status.placement_generation.saturating_add(1),
-            "observedGeneration": room.metadata.generation,
-            "conditions": conditions::upsert(&status.conditions, condition),
-        }
-    });
-    let api: Api<Room> = Api::namespaced(client, &planned.key.0);
-    match api
+    let written = match nodes
         .patch_status(
-            &planned.key.1,
+            &key.name,
             &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &Patch::Merge(&write.patch()),
         )
         .await
     {
-        Ok(_) => {
-            let failover = planned.moved_from.is_some();
-            metrics.placed(if failover { "failover" } else { "placed" });
-            if failover {
-                metrics.failovers.inc();
-            }
-            if let Some(waited) = queue.finish(&planned.key) {
-                metrics.placement_latency.observe(waited.as_secs_f64());
-            }
-            tracing::info!(namespace = %planned.key.0, room = %planned.key.1, node = %planned.node, %reason, "room placed");
-            events.emit(room.object_ref(&()), failover, reason, "Place", note);
-            Some((room.metadata.uid.clone().unwrap_or_default(), slots))
-        }
-        Err(error) if is_status(&error, 404) => None,
+        Ok(written) => written,
         Err(error) => {
-            metrics.placed(api_result_label(&error));
-            let delay = if is_status(&error, 409) {
-                CONFLICT_RETRY
+            let keys: Vec<RoomKey> = write.rooms.into_iter().map(|p| p.room).collect();
+            let rooms = keys.len();
+            let refreshed = if requeue_after(&queue, &metrics, keys, &error) {
+                tracing::debug!(namespace = %key.namespace, node = %key.name, rooms, "node changed under us; deciding again");
+                nodes.get(&key.name).await.ok().map(Arc::new)
             } else {
-                ERROR_RETRY
+                tracing::warn!(namespace = %key.namespace, node = %key.name, %error, "cannot reserve slots");
+                None
             };
-            if !is_status(&error, 409) {
-                tracing::warn!(namespace = %planned.key.0, room = %planned.key.1, %error, "cannot write placement");
+            return NodeOutcome {
+                key,
+                store_rv: write.resource_version,
+                written: refreshed,
+                confirmed: Vec::new(),
+            };
+        }
+    };
+    let expires_at = write.expires_at;
+    let written = Arc::new(written);
+    let room_writes = write.rooms.into_iter().map(|p| {
+        write_room_placement(
+            sfu.clone(),
+            written.clone(),
+            p,
+            metrics.clone(),
+            events.clone(),
+            queue.clone(),
+        )
+    });
+    let confirmed: Vec<LocalReservation> = join_all(room_writes)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|(room_uid, participants)| LocalReservation {
+            node: key.clone(),
+            room_uid,
+            participants,
+            expires_at,
+        })
+        .collect();
+    NodeOutcome {
+        key,
+        store_rv: write.resource_version,
+        written: Some(written),
+        confirmed,
+    }
+}
+
+/// Provisions the room on its SFU when the node's kind needs it (finalizer first, so the SFU
+/// room cannot outlive the Room unnoticed). Returns the resourceVersion the status write must
+/// carry, or `None` when the room went back on the queue.
+async fn provision(
+    sfu: &Sfu,
+    node: &SfuNode,
+    write: &RoomPlacement,
+    metrics: &Metrics,
+    events: &EventSink,
+    queue: &WorkQueue,
+) -> Option<Option<String>> {
+    let key = &write.room;
+    let Some(provision) = &write.provision else {
+        return Some(write.resource_version.clone());
+    };
+    let mut resource_version = write.resource_version.clone();
+    if let Some(finalizers) = &write.add_finalizer {
+        let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
+        match api
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(room) => resource_version = room.resource_version(),
+            Err(error) if is_status(&error, 404) => return None,
+            Err(error) => {
+                requeue_after(queue, metrics, vec![key.clone()], &error);
+                return None;
             }
-            queue.push_after(vec![planned.key], delay);
+        }
+    }
+    let room = SfuRoom {
+        id: provision.sfu_room.clone(),
+        publishers: provision.publishers,
+    };
+    let created = match Adapter::for_node(&sfu.client, &sfu.http, node).await {
+        Ok(adapter) => adapter.create_room(&room).await,
+        Err(error) => Err(error),
+    };
+    match created {
+        Ok(()) => Some(resource_version),
+        Err(error) => {
+            tracing::warn!(namespace = %key.namespace, room = %key.name, node = %write.node, sfu_room = %room.id, %error, "cannot create the room on its SFU; will retry");
+            events.emit(
+                write.object.clone(),
+                true,
+                "ProvisionFailed",
+                "Provision",
+                format!("cannot create room {} on {}: {error}", room.id, write.node),
+            );
+            metrics.placed("error");
+            queue.push_after(vec![key.clone()], ERROR_RETRY);
             None
         }
     }
 }
 
-/// The key of a room.
-pub fn room_key(room: &Room) -> Option<RoomKey> {
-    Some((
-        room.metadata.namespace.clone()?,
-        room.metadata.name.clone()?,
-    ))
+/// Provisions (if needed) and writes one room's placement. Returns the room uid and slots when
+/// it landed.
+async fn write_room_placement(
+    sfu: Sfu,
+    node: Arc<SfuNode>,
+    write: RoomPlacement,
+    metrics: Arc<Metrics>,
+    events: EventSink,
+    queue: WorkQueue,
+) -> Option<(String, u32)> {
+    let key = &write.room;
+    let resource_version = provision(&sfu, &node, &write, &metrics, &events, &queue).await?;
+    let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+    let result = api
+        .patch_status(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Merge(&write.patch_at(resource_version)),
+        )
+        .await;
+    if result.is_ok()
+        && let Some(release) = &write.release
+        && let (Some(old), Some(sfu_room)) = (&release.node, &release.sfu_room)
+    {
+        // The room now lives on its new node; its copy on the old one must not stay live.
+        match sfu.destroy(old, sfu_room).await {
+            Ok(()) => {
+                tracing::info!(namespace = %key.namespace, room = %key.name, node = %old.name, %sfu_room, "old copy destroyed")
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %key.namespace, room = %key.name, node = %old.name, %sfu_room, %error, "cannot destroy the old copy")
+            }
+        }
+    }
+    match result {
+        Ok(_) => {
+            let failover = write.is_failover();
+            metrics.placed(if failover { "failover" } else { "placed" });
+            if failover {
+                metrics.failovers.inc();
+            }
+            if let Some(waited) = queue.finish(key) {
+                metrics.placement_latency.observe(waited.as_secs_f64());
+            }
+            tracing::info!(namespace = %key.namespace, room = %key.name, node = %write.node, reason = write.reason, "room placed");
+            events.emit(write.object, failover, write.reason, "Place", write.note);
+            Some((write.uid, write.slots))
+        }
+        Err(error) if is_status(&error, 404) => None,
+        Err(error) => {
+            if !requeue_after(&queue, &metrics, vec![key.clone()], &error) {
+                tracing::warn!(namespace = %key.namespace, room = %key.name, %error, "cannot write placement");
+            }
+            None
+        }
+    }
+}
+
+/// Marks a room Unschedulable, releasing any node it had.
+async fn write_unschedulable(
+    client: Client,
+    write: Unschedulable,
+    metrics: Arc<Metrics>,
+    events: EventSink,
+    queue: WorkQueue,
+) {
+    let key = &write.room;
+    let api: Api<Room> = Api::namespaced(client, &key.namespace);
+    match api
+        .patch_status(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Merge(&write.patch()),
+        )
+        .await
+    {
+        Ok(_) => {
+            metrics.placed("unschedulable");
+            if write.displaced {
+                metrics.failovers.inc();
+            }
+            if write.emit_event {
+                tracing::info!(namespace = %key.namespace, room = %key.name, reason = write.reason, message = %write.message, "room unschedulable");
+                events.emit(
+                    write.object.clone(),
+                    true,
+                    write.event_reason(),
+                    "Place",
+                    write.message.clone(),
+                );
+            }
+        }
+        Err(error) if is_status(&error, 404) => {}
+        Err(error) => {
+            requeue_after(&queue, &metrics, vec![key.clone()], &error);
+        }
+    }
 }
 
 /// Rooms without a node (Pending or Unschedulable), optionally in one namespace.
@@ -656,7 +539,7 @@ pub fn waiting_rooms(rooms: &Store<Room>, namespace: Option<&str>) -> Vec<RoomKe
         .iter()
         .filter(|r| namespace.is_none_or(|ns| r.metadata.namespace.as_deref() == Some(ns)))
         .filter(|r| r.status.as_ref().and_then(|s| s.phase) != Some(RoomPhase::Placed))
-        .filter_map(|r| room_key(r))
+        .filter_map(|r| RoomKey::of(r))
         .collect()
 }
 
@@ -665,8 +548,10 @@ pub fn rooms_on_node(rooms: &Store<Room>, node: &NodeKey) -> Vec<RoomKey> {
     rooms
         .state()
         .iter()
-        .filter(|r| r.metadata.namespace.as_deref() == Some(node.0.as_str()))
-        .filter(|r| r.status.as_ref().and_then(|s| s.sfu_node.as_deref()) == Some(node.1.as_str()))
-        .filter_map(|r| room_key(r))
+        .filter(|r| r.metadata.namespace.as_deref() == Some(node.namespace.as_str()))
+        .filter(|r| {
+            r.status.as_ref().and_then(|s| s.sfu_node.as_deref()) == Some(node.name.as_str())
+        })
+        .filter_map(|r| RoomKey::of(r))
         .collect()
 }

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchboard_crds::{HttpHealthCheck, SfuNode};
+use switchboard_crds::{HttpHealthCheck, SfuKind, SfuNode};
 use tokio::task::JoinHandle;
 
 use crate::health::ProbeRecord;
-use crate::ledger::NodeKey;
-use crate::views::node_key;
+use crate::keys::NodeKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -19,12 +18,14 @@ pub enum ProbeError {
 }
 
 type Records = Arc<Mutex<HashMap<NodeKey, ProbeRecord>>>;
+/// What a probe task was started for: a change of either restarts it.
+type ProbeTarget = (HttpHealthCheck, SfuKind);
 
 /// Runs and tracks the probe tasks.
 pub struct Prober {
     client: reqwest::Client,
     records: Records,
-    tasks: Mutex<HashMap<NodeKey, (HttpHealthCheck, JoinHandle<()>)>>,
+    tasks: Mutex<HashMap<NodeKey, (ProbeTarget, JoinHandle<()>)>>,
 }
 
 impl Prober {
@@ -46,10 +47,12 @@ impl Prober {
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
         };
-        let mut wanted: HashMap<NodeKey, HttpHealthCheck> = HashMap::new();
+        let mut wanted: HashMap<NodeKey, ProbeTarget> = HashMap::new();
         for node in nodes {
-            if let (Some(key), Some(check)) = (node_key(node), node.spec.health_check.clone()) {
-                wanted.insert(key, check);
+            if let (Some(key), Some(check)) =
+                (NodeKey::of(node), crate::health::effective_check(node))
+            {
+                wanted.insert(key, (check, node.spec.kind));
             }
         }
         tasks.retain(|key, (check, handle)| {
@@ -62,7 +65,7 @@ impl Prober {
             }
             keep
         });
-        for (key, check) in wanted {
+        for (key, (check, kind)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
@@ -70,9 +73,10 @@ impl Prober {
                 self.client.clone(),
                 key.clone(),
                 check.clone(),
+                kind,
                 self.records.clone(),
             ));
-            tasks.insert(key, (check, handle));
+            tasks.insert(key, ((check, kind), handle));
         }
     }
 
@@ -96,6 +100,7 @@ async fn probe_loop(
     client: reqwest::Client,
     key: NodeKey,
     check: HttpHealthCheck,
+    kind: SfuKind,
     records: Records,
 ) {
     let period = Duration::from_secs(u64::from(check.period_seconds));
@@ -105,7 +110,16 @@ async fn probe_loop(
     loop {
         ticker.tick().await;
         let outcome = match client.get(&check.url).timeout(timeout).send().await {
-            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) if response.status().is_success() => match kind {
+                SfuKind::Opaque => Ok(None),
+                // Janus's info answer says whether it takes new sessions.
+                SfuKind::JanusVideoRoom => match response.bytes().await {
+                    Ok(body) => Ok(serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["accepting-new-sessions"].as_bool())),
+                    Err(error) => Err(error.to_string()),
+                },
+            },
             Ok(response) => Err(format!("HTTP {}", response.status())),
             Err(error) if error.is_timeout() => {
                 Err(format!("no answer within {}s", timeout.as_secs()))
@@ -118,13 +132,14 @@ async fn probe_loop(
         };
         let record = records.entry(key.clone()).or_default();
         match outcome {
-            Ok(()) => {
+            Ok(accepting) => {
                 record.successes += 1;
                 record.consecutive_failures = 0;
                 record.last_error = None;
+                record.accepting_new_sessions = accepting;
             }
             Err(error) => {
-                tracing::debug!(namespace = %key.0, node = %key.1, %error, "health check failed");
+                tracing::debug!(namespace = %key.namespace, node = %key.name, %error, "health check failed");
                 record.consecutive_failures = record.consecutive_failures.saturating_add(1);
                 record.last_error = Some(error);
             }

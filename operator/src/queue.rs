@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// A Room's namespace and name.
-pub type RoomKey = (String, String);
+use crate::keys::RoomKey;
 
 #[derive(Default)]
 struct Inner {
@@ -96,7 +95,7 @@ mod tests {
     use super::*;
 
     fn key(n: &str) -> RoomKey {
-        ("ns".into(), n.into())
+        RoomKey::new("ns", n)
     }
 
     #[tokio::test]

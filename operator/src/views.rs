@@ -9,7 +9,8 @@ use switchboard_placement::{
     Health, LabelSelector, NodeView, RegionPolicy, Requirement, RoomRequest, SelectorError,
 };
 
-use crate::ledger::{Ledger, NodeKey};
+use crate::keys::NodeKey;
+use crate::ledger::Ledger;
 
 /// A Room whose spec cannot be turned into a request.
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +19,6 @@ pub enum InvalidRoom {
     Selector(#[from] SelectorError),
     #[error("the Room has no namespace or uid yet")]
     Incomplete,
-}
-
-/// The node key of an SfuNode.
-pub fn node_key(node: &SfuNode) -> Option<NodeKey> {
-    Some((
-        node.metadata.namespace.clone()?,
-        node.metadata.name.clone()?,
-    ))
 }
 
 /// Health as placement needs it: Ready, NotReady within the grace period (Suspect), or
@@ -49,7 +42,9 @@ pub fn node_health(node: &SfuNode, now: Timestamp, grace: Duration) -> Health {
         // Not evaluated yet. A node with no health signal is Ready once admitted, and seeing
         // it here admits it; waiting for the node loop's first status write would only mark
         // rooms Unschedulable for a moment.
-        _ if node.spec.health_check.is_none() && node.spec.heartbeat_timeout_seconds.is_none() => {
+        _ if crate::health::effective_check(node).is_none()
+            && node.spec.heartbeat_timeout_seconds.is_none() =>
+        {
             Health::Ready
         }
         _ => Health::Suspect,
@@ -63,14 +58,14 @@ pub fn node_view(
     now: Timestamp,
     grace: Duration,
 ) -> Option<NodeView> {
-    let key = node_key(node)?;
+    let key = NodeKey::of(node)?;
     let load = ledger.load(&key);
     Some(NodeView {
-        name: key.1,
+        name: key.name,
         region: node.spec.region.clone(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         health: node_health(node, now, grace),
-        cordoned: node.spec.unschedulable,
+        cordoned: node.spec.unschedulable || refuses_sessions(node),
         deleting: node.metadata.deletion_timestamp.is_some(),
         capacity: node.spec.capacity.participants,
         max_rooms: node.spec.capacity.rooms,
@@ -78,6 +73,18 @@ pub fn node_view(
         rooms: load.rooms,
     })
 }
+
+/// True when the node's `Schedulable` condition says its SFU refuses new sessions: placement
+/// treats it like a cordon (placed rooms stay, no new ones).
+pub fn refuses_sessions(node: &SfuNode) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::SCHEDULABLE))
+        .is_some_and(|c| c.status == "False" && c.reason == SFU_NOT_ACCEPTING)
+}
+
+/// The `Schedulable` reason of a node whose SFU refuses new sessions.
+pub const SFU_NOT_ACCEPTING: &str = "SfuNotAccepting";
 
 fn selector(selector: &KubeSelector) -> Result<LabelSelector, SelectorError> {
     let mut out = LabelSelector {

@@ -267,6 +267,44 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// A batch as the operator's planner decides it: each room through the index, with every
+    /// placement reserved before the next room. No node ends over its capacity or room limit
+    /// (counting what it held before), and a room whose node exists, is not deleting and has
+    /// not failed stays where it is.
+    #[test]
+    fn a_batch_through_the_index_stays_within_capacity_and_sticky(
+        nodes in cluster(),
+        rooms in prop::collection::vec((room_strategy(), prop::option::weighted(0.3, 0usize..14)), 1..60),
+        strategy in strategy_strategy(),
+    ) {
+        let start: Vec<(u32, u32)> = nodes.iter().map(|n| (n.allocated, n.rooms)).collect();
+        let mut index = PlacementIndex::new(nodes.clone());
+        for (room, home) in &rooms {
+            let current = home.map(|h| CurrentPlacement { node: format!("sfu-{h}") });
+            let decision = index.decide(room, current.as_ref(), strategy);
+            let home_node = current.as_ref().and_then(|c| nodes.iter().find(|n| n.name == c.node));
+            let must_stay = home_node.is_some_and(|n| !n.deleting && n.health != Health::Failed);
+            prop_assert_eq!(must_stay, decision == Decision::Stay, "{:?} for {:?}", decision, home_node);
+            let to = match decision {
+                Decision::Place(to) | Decision::Move { to, .. } => to,
+                _ => continue,
+            };
+            index.reserve(&to.node, room.participants);
+        }
+        for (i, (n, (allocated, count))) in index.nodes().iter().zip(start).enumerate() {
+            let grew = n.allocated > allocated || n.rooms > count;
+            if grew {
+                prop_assert!(n.allocated <= n.capacity, "sfu-{i}: {} > {}", n.allocated, n.capacity);
+                prop_assert!(n.max_rooms.is_none_or(|m| n.rooms <= m), "sfu-{i}: {} rooms", n.rooms);
+                prop_assert!(nodes[i].accepts_new_rooms());
+            }
+        }
+    }
+}
+
 /// Ties spread: equal empty nodes receive a burst of equal rooms evenly, not all on one.
 #[test]
 fn ties_spread_a_burst_across_equal_nodes() {

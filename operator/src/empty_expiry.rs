@@ -1,4 +1,4 @@
-//! Room lifetime: a Room with `spec.emptyTimeoutSeconds` is deleted once `status.participants`
+//! Empty-room expiry: a Room with `spec.emptyTimeoutSeconds` is deleted once `status.participants`
 //! (kept by signaling) has stayed 0 that long. `status.emptySince` holds the clock, so the
 //! countdown survives operator restarts.
 
@@ -97,7 +97,7 @@ pub async fn run(client: Client, rooms: Store<Room>, events: EventSink, interval
                 }
             };
             if let Err(error) = result {
-                tracing::debug!(%namespace, room = %name, %error, "room lifetime update failed; will retry");
+                tracing::debug!(%namespace, room = %name, %error, "empty-room expiry update failed; will retry");
             }
         }
     }
