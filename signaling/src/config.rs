@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+pub use switchboard_telemetry::{LogArgs, LogFormat};
 
 /// Switchboard's WebSocket signaling server.
 #[derive(Debug, Parser)]
@@ -43,13 +44,8 @@ pub struct DevArgs {
     /// How long a dropped connection can be resumed.
     #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub participant_ttl: Duration,
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -67,24 +63,12 @@ pub struct ServeArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub state: StateArgs,
-    /// `text` or `json` logs; levels from `RUST_LOG`.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Also serve the demo page at `/` and the JavaScript client at `/switchboard.js`. The page
     /// then needs a join token in its URL (`?token=`).
     #[arg(long, env = "SWITCHBOARD_DEMO")]
     pub demo: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Join-token verification keys. Each key pins its algorithm; the token's header never

@@ -4,7 +4,7 @@
 //! (draining the connection's bounded queue, sending pings) and the reader loop below. The
 //! reader checks each frame (size, UTF-8, text only), the rate limit, and parses it with
 //! [`crate::protocol::parse_client_message`]. A `join` goes to [`join`]: the Room's placement
-//! from [`crate::rooms`], then [`crate::store::RoomStore::join`], which admits the participant
+//! from [`crate::rooms::RoomSource::resolve`], then [`crate::store::RoomStore::join`], which admits the participant
 //! and tells the others (`participantJoined`, on any pod); the joiner gets `joined` with the
 //! participants, its ICE servers and resume token. Offers, answers and candidates go through
 //! [`crate::store::RoomStore::relay`], which resolves `to` inside the sender's room only and
@@ -21,13 +21,13 @@ use crate::auth::JoinClaims;
 use crate::hub::{Member, Outbound, SessionSignal};
 use crate::ids::{ParticipantId, RoomId};
 use crate::limits::{Admit, TokenBucket};
-use crate::metrics::Metrics;
+use crate::metrics::ReasonLabel;
 use crate::protocol::{
     ClientMessage, CloseCode, ErrorCode, MsgRef, PROTOCOL_VERSION, Resume, ResumeToken,
     ServerMessage, parse_client_message,
 };
 use crate::rooms::ResolveError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{ParticipantEntry, ResumeRequest, StoreError};
 
 fn random_hex(bytes: usize) -> String {
@@ -93,12 +93,18 @@ fn token_participant(token: &ResumeToken) -> Option<ParticipantId> {
     ParticipantId::parse(id).ok()
 }
 
-/// Why a join or resume did not happen: the `error` to send back.
-struct Refused(ServerMessage);
+/// Why a join or resume did not happen: the `error` to send back, and its code for metrics.
+struct Refused {
+    code: ErrorCode,
+    message: ServerMessage,
+}
 
 impl Refused {
     fn new(code: ErrorCode, message: impl Into<String>, msg_ref: Option<MsgRef>) -> Self {
-        Refused(ServerMessage::error(code, message, msg_ref))
+        Refused {
+            code,
+            message: ServerMessage::error(code, message, msg_ref),
+        }
     }
 }
 
@@ -125,23 +131,25 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         resume,
         msg_ref,
     } = j;
-    let (max, sfu, turn_urls) = match &state.rooms {
-        None => (state.limits.default_max_participants, None, Vec::new()),
-        Some(rooms) => match rooms.resolve(&claims.room, claims.region.as_ref()).await {
-            Ok(info) => (info.max_participants, info.sfu, info.turn_urls),
-            Err(error) => {
-                let code = match &error {
-                    ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
-                    ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
-                        ErrorCode::PlacementTimeout
-                    }
-                    ResolveError::Create { .. } => ErrorCode::Internal,
-                };
-                tracing::debug!(%error, "join refused");
-                return Err(Refused::new(code, error.to_string(), msg_ref));
-            }
-        },
+    let info = match state
+        .rooms
+        .resolve(&claims.room, claims.region.as_ref())
+        .await
+    {
+        Ok(info) => info,
+        Err(error) => {
+            let code = match &error {
+                ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
+                ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
+                    ErrorCode::PlacementTimeout
+                }
+                ResolveError::Create { .. } => ErrorCode::Internal,
+            };
+            tracing::debug!(%error, "join refused");
+            return Err(Refused::new(code, error.to_string(), msg_ref));
+        }
     };
+    let (max, sfu, turn_urls) = (info.max_participants, info.sfu, info.turn_urls);
     let room = &claims.room;
     let id = match &resume {
         Some(r) => token_participant(&r.token).ok_or_else(|| {
@@ -169,6 +177,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         Member::new(entry.clone(), tx.clone(), signal.clone(), delivered),
     );
     if let Err(error) = state.store.listen(room, &id).await {
+        state.metrics.store_error(&error);
         undo_join(state, room, &id, &session).await;
         tracing::warn!(%error, "cannot subscribe a participant");
         return Err(Refused::new(
@@ -214,6 +223,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                     msg_ref,
                 ),
                 error => {
+                    state.metrics.store_error(&error);
                     tracing::warn!(%error, "room state unavailable");
                     Refused::new(
                         ErrorCode::Internal,
@@ -412,16 +422,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     msg_ref,
                 };
                 let outcome = Box::pin(join(joining)).await;
-                let counter = match (&outcome, resuming) {
-                    (Ok(_), false) => &state.metrics.joins,
-                    (Ok(_), true) => &state.metrics.resumes,
-                    (Err(_), false) => &state.metrics.join_failures,
-                    (Err(_), true) => &state.metrics.resume_failures,
-                };
-                Metrics::add(counter);
                 match outcome {
-                    Ok(j) => joined = Some(j),
-                    Err(Refused(error)) => reply(error),
+                    Ok(j) => {
+                        let counter = if resuming {
+                            &state.metrics.resumes
+                        } else {
+                            &state.metrics.joins
+                        };
+                        counter.inc();
+                        joined = Some(j);
+                    }
+                    Err(refused) => {
+                        state.metrics.join_refused(resuming, refused.code);
+                        reply(refused.message);
+                    }
                 }
             }
             (_, None) => {
@@ -532,15 +546,25 @@ async fn relay(
     msg_ref: Option<MsgRef>,
 ) -> Option<ServerMessage> {
     let outcome = state.store.relay(&j.room, to, &message.to_json()).await;
-    let counter = match &outcome {
-        Ok(Some(_)) => &state.metrics.relayed,
-        _ => &state.metrics.relay_failures,
+    let failed = |reason| {
+        state
+            .metrics
+            .relay_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     };
-    Metrics::add(counter);
     match outcome {
-        Ok(Some(_)) => None,
-        Ok(None) => Some(unknown(to, msg_ref)),
+        Ok(Some(_)) => {
+            state.metrics.relayed.inc();
+            None
+        }
+        Ok(None) => {
+            failed(ErrorCode::UnknownParticipant.as_str());
+            Some(unknown(to, msg_ref))
+        }
         Err(error) => {
+            failed(error.metric_label());
+            state.metrics.store_error(&error);
             tracing::warn!(%error, "cannot relay");
             Some(ServerMessage::error(
                 ErrorCode::Internal,

@@ -282,6 +282,34 @@ impl ServerMessage {
     }
 }
 
+/// The body of every HTTP error signaling answers with (a refused join token, a bad query,
+/// dev mode's token endpoint): `{"error": <stable code>, "message": <text for people>}`.
+/// Causes are logged, never put in `message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A request field that failed validation: code `bad_request`, the field named first.
+    pub fn bad_field(field: &str, error: &dyn std::fmt::Display) -> Self {
+        ErrorBody::new("bad_request", format!("{field}: {error}"))
+    }
+
+    pub fn to_json(&self) -> String {
+        // A struct of two strings always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// One participant as others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {

@@ -1,5 +1,5 @@
-//! The Kubernetes side of signaling: which SFU a room is on, creating Rooms on first join,
-//! telling clients when the operator moves their room, and reporting participant counts.
+//! The Kubernetes room source: which SFU a room is on, creating Rooms on first join, telling
+//! clients when the operator moves their room, and reporting participant counts.
 //!
 //! Placement comes from the operator through `Room.status`; signaling only reads it (from a
 //! reflector, so a join costs no API call) and, with auto-create on, creates the Room.
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -17,6 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use switchboard_crds::{Room, RoomPhase, RoomSpec, SfuNode};
 
+use super::{ResolveError, RoomInfo, RoomSource};
 use crate::hub::Hub;
 use crate::ids::{Region, RoomId};
 use crate::protocol::{ServerMessage, SfuInfo};
@@ -30,64 +32,7 @@ pub struct AutoCreate {
     pub placement_wait: Duration,
 }
 
-/// Why a room cannot be joined.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("room {0} does not exist")]
-    NotFound(String),
-    #[error("room {0} was not placed on an SFU in time")]
-    PlacementTimeout(String),
-    #[error("cannot create room {room}: {source}")]
-    Create {
-        room: String,
-        #[source]
-        source: kube::Error,
-    },
-    /// Dev mode: no node of the static list has room.
-    #[error("no SFU node can take the room: {0}")]
-    NoFit(String),
-}
-
-/// Where rooms and their placement come from.
-#[derive(Debug, Clone)]
-pub enum RoomSource {
-    /// Room objects placed by the operator.
-    Kube(Arc<RoomDirectory>),
-    /// Dev mode: a static node list, placed in this process.
-    Static(Arc<crate::dev::StaticPlacement>),
-}
-
-impl RoomSource {
-    /// What a join needs to know about its room.
-    pub async fn resolve(
-        &self,
-        room: &RoomId,
-        region: Option<&Region>,
-    ) -> Result<RoomInfo, ResolveError> {
-        match self {
-            RoomSource::Kube(directory) => directory.resolve(room, region).await,
-            RoomSource::Static(placement) => placement.resolve(room, region),
-        }
-    }
-
-    /// Whether the source is working (the Kubernetes watches, for Room objects).
-    pub fn is_healthy(&self) -> bool {
-        match self {
-            RoomSource::Kube(directory) => directory.is_watching(),
-            RoomSource::Static(_) => true,
-        }
-    }
-}
-
-/// What a join needs to know about its room.
-#[derive(Debug, Clone)]
-pub struct RoomInfo {
-    pub max_participants: u32,
-    pub sfu: Option<SfuInfo>,
-    /// The TURN/STUN URLs of the room's SfuNode (`spec.turn.urls`), empty when it has none.
-    pub turn_urls: Vec<String>,
-}
-
+/// Room objects placed by the operator, from a reflector (a join costs no API call).
 #[derive(Debug)]
 pub struct RoomDirectory {
     api: Api<Room>,
@@ -220,7 +165,7 @@ impl RoomDirectory {
 
     /// The room's limit and SFU. Creates the Room when allowed, and waits a bounded time for
     /// the operator to place it.
-    pub async fn resolve(
+    async fn resolve_room(
         &self,
         room: &RoomId,
         region: Option<&Region>,
@@ -286,6 +231,20 @@ impl RoomDirectory {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+impl RoomSource for RoomDirectory {
+    fn resolve<'a>(
+        &'a self,
+        room: &'a RoomId,
+        region: Option<&'a Region>,
+    ) -> BoxFuture<'a, Result<RoomInfo, ResolveError>> {
+        Box::pin(self.resolve_room(room, region))
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.is_watching()
     }
 }
 
