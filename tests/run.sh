@@ -20,6 +20,9 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# A real SFU: Debian's Janus (1.1.2), started by the tests with their own configuration (the
+# package starts nothing by itself).
+command -v janus >/dev/null 2>&1 || missing+=(janus)
 # Container images: Debian's docker daemon, and debootstrap for the local base images (there is
 # no registry to pull from); tests/tests/chart_images.rs builds and runs both images.
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
@@ -34,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages may start a system Redis and coturn; the tests start their own on free ports.
-  if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server coturn >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server coturn janus >/dev/null 2>&1 || true; fi
 fi
 if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
   say "starting dockerd for the image test"

@@ -12,6 +12,8 @@ pub const READY: &str = "Ready";
 pub const SCHEDULABLE: &str = "Schedulable";
 /// `Placed` on a Room: it has a node; when False, the reason says why not.
 pub const PLACED: &str = "Placed";
+/// Room condition: the room exists on its node's SFU (true at once for `Opaque` nodes).
+pub const PROVISIONED: &str = "Provisioned";
 
 /// A condition status, as Kubernetes spells it.
 pub fn status_str(value: bool) -> &'static str {

@@ -13,8 +13,8 @@ pub mod validation;
 
 pub use room::{RegionPolicy, Room, RoomPhase, RoomSpec, RoomStatus};
 pub use sfu_node::{
-    HttpHealthCheck, ParticipantLoad, ReportedLoad, SfuCapacity, SfuNode, SfuNodeSpec,
-    SfuNodeStatus, SlotReservation, TurnServers,
+    HttpHealthCheck, ParticipantLoad, ReportedLoad, SfuAdmin, SfuCapacity, SfuKind, SfuNode,
+    SfuNodeSpec, SfuNodeStatus, SlotReservation, TurnServers,
 };
 
 /// The API group of every Switchboard resource.

@@ -95,6 +95,13 @@ pub struct RoomStatus {
     #[schemars(length(max = URL_MAX_LEN), regex(pattern = MEDIA_URL_PATTERN))]
     pub sfu_url: Option<String>,
 
+    /// The room's id on its SFU node, for SFU kinds that hold rooms of their own (for
+    /// `JanusVideoRoom`, the VideoRoom's string id). Written when the operator has created the
+    /// room there; the `Provisioned` condition says whether it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub sfu_room: Option<String>,
+
     /// The participant slots reserved on `sfuNode`. Normally `spec.maxParticipants` at the
     /// time of placement; the operator's ledger sums these, so load never drifts from what
     /// the statuses say.
@@ -118,7 +125,8 @@ pub struct RoomStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_since: Option<Time>,
 
-    /// `Placed`: whether the room has a node, and if not, why.
+    /// `Placed`: whether the room has a node, and if not, why. `Provisioned`: whether the
+    /// room exists on that node's SFU (always true for `Opaque` nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub conditions: Vec<Condition>,

@@ -2,11 +2,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::validation::{
-    HTTP_URL_PATTERN, ICE_URL_PATTERN, ICE_URLS_MAX, MEDIA_URL_PATTERN, NODE_PARTICIPANTS_MAX,
-    REGION_MAX_LEN, REGION_PATTERN, URL_MAX_LEN,
+    DNS_SUBDOMAIN_MAX_LEN, DNS_SUBDOMAIN_PATTERN, HTTP_URL_PATTERN, ICE_URL_PATTERN, ICE_URLS_MAX,
+    MEDIA_URL_PATTERN, NODE_PARTICIPANTS_MAX, REGION_MAX_LEN, REGION_PATTERN, URL_MAX_LEN,
 };
 
 /// One SFU media server. The operator places Rooms on SfuNodes: least-loaded, never over
@@ -22,6 +23,7 @@ use crate::validation::{
     namespaced,
     doc = "SfuNode is one SFU media server that the Switchboard operator places Rooms on: least-loaded, never over capacity, and sticky while the node stays Ready.",
     status = "SfuNodeStatus",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.kind"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".spec.region"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Schedulable","type":"string","jsonPath":".status.conditions[?(@.type==\"Schedulable\")].status"}"#,
@@ -31,11 +33,26 @@ use crate::validation::{
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.kind == 'Opaque' || has(self.admin)").message("spec.admin is required unless spec.kind is Opaque").field_path(".admin"))]
 pub struct SfuNodeSpec {
+    /// What kind of SFU this is, which says how Switchboard drives it. `Opaque` (the default):
+    /// Switchboard only places rooms here and hands clients `url`; nothing is created on the
+    /// SFU. `JanusVideoRoom`: a Janus gateway with the VideoRoom plugin; the operator creates
+    /// each room on it, reads its health and load, and signaling hands every participant a
+    /// signed Janus token. See docs/sfu.md.
+    #[serde(default)]
+    pub kind: SfuKind,
+
     /// Where clients connect for media, as handed to them in `joined` (for example
-    /// `wss://sfu-1.example.com/rtc`). Scheme `https`, `http`, `wss` or `ws`.
+    /// `wss://sfu-1.example.com/rtc`; for `JanusVideoRoom`, the Janus WebSocket transport).
+    /// Scheme `https`, `http`, `wss` or `ws`.
     #[schemars(length(min = 1, max = URL_MAX_LEN), regex(pattern = MEDIA_URL_PATTERN))]
     pub url: String,
+
+    /// How the operator and signaling reach the SFU's server-side API. Required unless `kind`
+    /// is `Opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SfuAdmin>,
 
     /// The region this node serves (for example `eu-west-1`). Rooms with a region prefer, or
     /// require, nodes of the same region. Lowercase letters, digits and '-', at most 63
@@ -67,6 +84,43 @@ pub struct SfuNodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub heartbeat_timeout_seconds: Option<u32>,
+}
+
+/// The kinds of SFU Switchboard can drive. Each kind has one adapter in the operator and one in
+/// signaling; docs/sfu.md is the contract a new kind implements.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SfuKind {
+    /// Placement only: the URL is handed to clients as is and nothing is created on the SFU.
+    #[default]
+    Opaque,
+    /// Janus with the VideoRoom plugin, token authentication and the admin API.
+    JanusVideoRoom,
+}
+
+impl SfuKind {
+    /// The name used on the wire and in the CRD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SfuKind::Opaque => "Opaque",
+            SfuKind::JanusVideoRoom => "JanusVideoRoom",
+        }
+    }
+}
+
+/// The SFU's server-side API and the Secret with its credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuAdmin {
+    /// The SFU's server-side API. For `JanusVideoRoom`, the admin API of the Janus HTTP
+    /// transport, for example `http://janus-1.media.svc:7088/admin`. `http://` or `https://`.
+    #[schemars(length(min = 1, max = URL_MAX_LEN), regex(pattern = HTTP_URL_PATTERN))]
+    pub url: String,
+
+    /// The name of a Secret in this node's namespace holding the SFU's credentials. Its keys
+    /// depend on `kind`; for `JanusVideoRoom`: `tokenSecret` (Janus `token_auth_secret`),
+    /// `adminSecret` (Janus `admin_secret`) and `roomAdminKey` (the VideoRoom `admin_key`).
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX_LEN), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub credentials_secret: String,
 }
 
 /// The capacity of one SFU node.

@@ -20,6 +20,12 @@ pub const URL_MAX_LEN: u32 = 2048;
 /// The most TURN/STUN URLs one SFU node may advertise.
 pub const ICE_URLS_MAX: u32 = 16;
 
+/// A Kubernetes object name (RFC 1123 subdomain), such as a Secret's.
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// The longest Kubernetes object name.
+pub const DNS_SUBDOMAIN_MAX_LEN: u32 = 253;
+
 /// The most participant slots one SFU node may declare.
 pub const NODE_PARTICIPANTS_MAX: u32 = 1_000_000;
 /// The most participants one room may reserve.

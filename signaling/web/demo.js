@@ -1,6 +1,9 @@
-// The demo app: joins a room through Switchboard and calls everyone in it, peer to peer, with
-// WebRTC. Media is the camera and microphone when allowed, otherwise a generated canvas
-// stream; a data channel carries pings (round trips are shown) and chat.
+// The demo app: joins a room through Switchboard and calls everyone in it with WebRTC. When the
+// room is on a `JanusVideoRoom` SFU the client carries the media through it (SFU mode: the page
+// shows which SFU and one video per participant, and follows a reassignment); otherwise the
+// page calls everyone peer to peer. Media is the camera and microphone when allowed, otherwise
+// a generated canvas stream; in peer-to-peer calls a data channel carries pings (round trips
+// are shown) and chat.
 //
 // URL parameters: room (default "demo"), user (default random), name, media=auto|canvas,
 // relay=1 (force TURN: iceTransportPolicy "relay"), token (a join token; without it the page
@@ -32,6 +35,27 @@ const demo = {
   chat: [],
   resumes: 0,
   left: [], // participantLeft messages seen
+  sfuVideos: new Map(), // participant id -> { tile, node } in SFU mode
+  /** SFU mode: frames decoded and the SFU's port, per remote participant. */
+  async sfuInbound() {
+    const out = {};
+    for (const [id, { node, pc }] of this.sfuVideos) {
+      if (pc.connectionState === "closed") continue;
+      const stats = await pc.getStats();
+      let frames = 0;
+      let port = null;
+      stats.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+        if (s.type === "transport" && s.selectedCandidatePairId) {
+          const pair = stats.get(s.selectedCandidatePairId);
+          const remote = pair && stats.get(pair.remoteCandidateId);
+          if (remote) port = remote.port;
+        }
+      });
+      out[id] = { node, frames, port };
+    }
+    return out;
+  },
   /** Sends a ping on every open data channel; the answer counts a round trip. */
   ping() {
     for (const peer of this.peers.values()) {
@@ -194,8 +218,18 @@ async function main() {
   const stream = await localMedia();
   $("local").srcObject = stream;
   const wsUrl = `${location.origin.replace(/^http/, "ws")}/v1/ws`;
-  const client = new SwitchboardClient({ url: wsUrl, token: fetchToken });
+  const client = new SwitchboardClient({
+    url: wsUrl,
+    token: fetchToken,
+    media: stream,
+    iceTransportPolicy: forceRelay ? "relay" : "all",
+  });
   demo.client = client;
+  const sfuMode = () => client.carriesMedia(client.sfu);
+  const showSfu = (sfu) => {
+    $("sfu").textContent = sfu ? `${sfu.node} · ${sfu.url}` : "none (peer to peer)";
+    $("calls-title").textContent = sfuMode() ? `Calls (media through SFU ${sfu.node})` : "Calls (peer to peer)";
+  };
 
   client.addEventListener("state", (e) => {
     $("signaling-state").textContent = e.detail;
@@ -204,8 +238,9 @@ async function main() {
   client.addEventListener("joined", (e) => {
     const joined = e.detail;
     $("me").textContent = `${name} (${joined.participantId})`;
-    $("sfu").textContent = joined.sfu ? `${joined.sfu.node} · ${joined.sfu.url}` : "none (peer to peer)";
+    showSfu(client.sfu);
     renderParticipants();
+    if (sfuMode()) return; // the client publishes and subscribes through the SFU
     if (joined.resumed) {
       demo.resumes += 1;
       log(`resumed as ${joined.participantId}; calls kept`);
@@ -231,6 +266,7 @@ async function main() {
     renderParticipants();
   });
   client.addEventListener("offer", async (e) => {
+    if (sfuMode()) return;
     const { from, sdp } = e.detail;
     const peer = demo.peers.get(from) ?? createPeer(from, stream);
     await peer.pc.setRemoteDescription({ type: "offer", sdp });
@@ -263,7 +299,30 @@ async function main() {
     }
   });
   client.addEventListener("sfureassigned", (e) => {
-    $("sfu").textContent = `${e.detail.sfu.node} · ${e.detail.sfu.url}`;
+    log(`room moved to SFU ${e.detail.sfu.node} (generation ${e.detail.sfu.generation ?? "?"})`);
+    showSfu(e.detail.sfu);
+  });
+  client.addEventListener("sfustate", (e) => {
+    log(`SFU ${e.detail.node}: ${e.detail.state}`);
+    $("sfu-state").textContent = e.detail.state;
+  });
+  client.addEventListener("sfuerror", (e) => log(`SFU error ${e.detail.code ?? ""}: ${e.detail.message}`));
+  client.addEventListener("remotestream", (e) => {
+    const { participantId, stream: remote, node, pc } = e.detail;
+    const entry = demo.sfuVideos.get(participantId) ?? { tile: tileFor(participantId) };
+    Object.assign(entry, { node, pc });
+    demo.sfuVideos.set(participantId, entry);
+    entry.tile.querySelector("video").srcObject = remote;
+    const who = client.participants.get(participantId);
+    entry.tile.querySelector(".label").textContent = `${who ? who.name || who.user : participantId} · via ${node}`;
+  });
+  client.addEventListener("remotegone", (e) => {
+    const entry = demo.sfuVideos.get(e.detail.participantId);
+    // A reassignment replaces the stream under the same participant id: keep the tile then.
+    if (entry && entry.node === e.detail.node && client.sfu?.node === e.detail.node) {
+      entry.tile.remove();
+      demo.sfuVideos.delete(e.detail.participantId);
+    }
   });
   client.addEventListener("error", (e) => log(`error ${e.detail.code}: ${e.detail.message}`));
 

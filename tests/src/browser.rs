@@ -15,6 +15,9 @@ use crate::{HarnessError, Result};
 /// The playwright-core version the browser scenarios are written against.
 pub const PLAYWRIGHT_CORE: &str = "1.65.1";
 
+/// The address SFUs bind to inside a test namespace (see [`NetworkNamespace::add_sfu_address`]).
+pub const SFU_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
 /// A named network namespace with only `lo`, up; deleted on drop.
 #[derive(Debug)]
 pub struct NetworkNamespace {
@@ -58,6 +61,34 @@ impl NetworkNamespace {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Gives the namespace [`SFU_ADDRESS`] on a veth pair of its own, so an SFU can gather
+    /// ICE candidates: Janus 1.1.2 skips loopback interfaces when it gathers, so with only
+    /// `lo` every PeerConnection to it fails (error 490). A `/32` in 127/8 on a veth keeps the
+    /// traffic inside the namespace (the kernel delivers it locally) and inside loopback space.
+    pub fn add_sfu_address(&self) -> Result<std::net::Ipv4Addr> {
+        let exec = |what: &str, args: &[&str]| {
+            run(
+                what,
+                Command::new("ip")
+                    .args(["netns", "exec", &self.name, "ip"])
+                    .args(args),
+            )
+        };
+        exec(
+            "create the SFU veth pair",
+            &[
+                "link", "add", "sfu0", "type", "veth", "peer", "name", "sfu1",
+            ],
+        )?;
+        exec(
+            "address the SFU veth",
+            &["addr", "add", &format!("{SFU_ADDRESS}/32"), "dev", "sfu0"],
+        )?;
+        exec("bring sfu0 up", &["link", "set", "sfu0", "up"])?;
+        exec("bring sfu1 up", &["link", "set", "sfu1", "up"])?;
+        Ok(SFU_ADDRESS)
     }
 
     /// Runs `scenario` on a thread that has entered the namespace, with a tokio runtime of
@@ -104,6 +135,20 @@ fn getrandom_suffix() -> String {
 /// A directory holding `node_modules/playwright-core`, installed from npm into the cache on
 /// first use. Call it outside the test's namespace: npm needs the registry.
 pub fn playwright_dir() -> Result<PathBuf> {
+    npm_package_dir("playwright-core", PLAYWRIGHT_CORE)
+}
+
+/// The TypeScript version the client's declarations are checked with.
+pub const TYPESCRIPT: &str = "7.0.2";
+
+/// The `tsc` binary of npm's `typescript` [`TYPESCRIPT`], installed into the cache on first use.
+pub fn tsc() -> Result<PathBuf> {
+    Ok(npm_package_dir("typescript", TYPESCRIPT)?.join("node_modules/.bin/tsc"))
+}
+
+/// A directory holding `node_modules/<package>` at `version`, installed from npm into the
+/// cache (`SWITCHBOARD_CACHE`, or `~/.cache/switchboard`) on first use and reused after.
+pub fn npm_package_dir(package: &str, version: &str) -> Result<PathBuf> {
     // Tests of one binary run in parallel; one of them installs.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INSTALL
@@ -116,25 +161,25 @@ pub fn playwright_dir() -> Result<PathBuf> {
             action: "find the cache directory".to_owned(),
             source: std::io::Error::other("neither SWITCHBOARD_CACHE nor HOME is set"),
         })?;
-    let dir = cache.join(format!("node-playwright-core-{PLAYWRIGHT_CORE}"));
+    let dir = cache.join(format!("node-{package}-{version}"));
     if dir
-        .join("node_modules/playwright-core/package.json")
+        .join(format!("node_modules/{package}/package.json"))
         .is_file()
     {
         return Ok(dir);
     }
     let staging = cache.join(format!(
-        "node-playwright-core-{PLAYWRIGHT_CORE}.tmp-{}",
+        "node-{package}-{version}.tmp-{}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(HarnessError::io("create the npm directory"))?;
     run(
-        "npm install playwright-core",
+        &format!("npm install {package}"),
         Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
             .arg(&staging)
-            .arg(format!("playwright-core@{PLAYWRIGHT_CORE}")),
+            .arg(format!("{package}@{version}")),
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&staging, &dir).map_err(HarnessError::io("move the npm directory"))?;
@@ -179,14 +224,30 @@ impl Browser {
 /// Runs `tests/browser/call.mjs` with `config` and returns its JSON report (also when the
 /// scenario failed: the report then has `ok: false` and an `error`).
 pub fn run_call(browser: &Browser, config: &serde_json::Value) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/call.mjs");
+    run_scenario(browser, "call.mjs", config)
+}
+
+/// Runs `tests/browser/sfu.mjs` (the client's SFU mode against real Janus, see that file)
+/// with `config` and returns its JSON report.
+pub fn run_sfu(browser: &Browser, config: &serde_json::Value) -> Result<serde_json::Value> {
+    run_scenario(browser, "sfu.mjs", config)
+}
+
+/// Runs one `tests/browser/*.mjs` scenario and reads the JSON report on its last line.
+fn run_scenario(
+    browser: &Browser,
+    script: &str,
+    config: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = Command::new("node")
-        .arg(&script)
+        .arg(root.join("browser").join(script))
         .arg(config.to_string())
         .env("PLAYWRIGHT_DIR", &browser.playwright_dir)
         .env("CHROMIUM", &browser.chromium)
+        .env("CLIENT_JS", root.join("../signaling/web/switchboard.js"))
         .output()
-        .map_err(HarnessError::io("run node tests/browser/call.mjs"))?;
+        .map_err(HarnessError::io(format!("run node tests/browser/{script}")))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout
         .lines()
@@ -194,7 +255,7 @@ pub fn run_call(browser: &Browser, config: &serde_json::Value) -> Result<serde_j
         .find(|l| l.starts_with('{'))
         .unwrap_or("");
     serde_json::from_str(last).map_err(|e| HarnessError::Io {
-        action: "read the browser scenario's report".to_owned(),
+        action: format!("read the report of tests/browser/{script}"),
         source: std::io::Error::other(format!(
             "{e}; stdout: {stdout}; stderr: {}",
             String::from_utf8_lossy(&output.stderr)

@@ -1,7 +1,7 @@
 //! The harness behind Switchboard's integration tests: a real Kubernetes control plane (etcd
-//! and kube-apiserver run as local processes, envtest-style), `redis-server`, coturn with its
-//! `turnutils_uclient`, and the plumbing they share (free loopback ports, child processes
-//! that die with the test).
+//! and kube-apiserver run as local processes, envtest-style), `redis-server`, Janus, coturn
+//! with its `turnutils_uclient`, and the plumbing they share (free loopback ports, child
+//! processes that die with the test).
 //!
 //! Everything here is test infrastructure. It starts real servers on loopback only and tears
 //! them down when the owning value is dropped, including when a test panics.
@@ -12,6 +12,7 @@ pub mod chart;
 pub mod control_plane;
 pub mod coturn;
 pub mod http;
+pub mod janus;
 pub mod measure;
 pub mod objects;
 pub mod operator;
@@ -24,6 +25,7 @@ pub mod tools;
 
 pub use control_plane::ControlPlane;
 pub use coturn::Coturn;
+pub use janus::{Janus, JanusOptions};
 pub use operator::{OperatorProcess, fast_args};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
