@@ -51,6 +51,7 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             leeway: Duration::from_secs(30),
         },
         turn: args.turn,
+        sfu_tokens: args.sfu_tokens,
         limits: args.limits,
         kube: KubeArgs {
             namespace: None,

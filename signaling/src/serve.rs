@@ -9,7 +9,7 @@ use crate::config::{AuthArgs, ServeArgs, StateArgs};
 use crate::hub::Hub;
 use crate::ice::{IceConfig, SecretSource};
 use crate::metrics::Metrics;
-use crate::rooms::{AutoCreate, RoomDirectory, RoomSource, Standalone};
+use crate::rooms::{AutoCreate, DirectoryOptions, RoomDirectory, RoomSource, Standalone};
 use crate::state::AppState;
 use crate::store::{MemoryStore, RedisStore, RoomStore};
 
@@ -147,11 +147,14 @@ pub async fn run_with(args: ServeArgs, dev: Option<DevWiring>) -> Result<(), Ser
                 empty_timeout_seconds: u32::try_from(args.kube.auto_create_empty_timeout.as_secs())
                     .unwrap_or(u32::MAX)
                     .max(1),
-                placement_wait: args.kube.placement_wait,
             });
+            let options = DirectoryOptions {
+                auto_create,
+                placement_wait: args.kube.placement_wait,
+                sfu_token_ttl: args.sfu_tokens.sfu_token_ttl,
+            };
             let directory =
-                RoomDirectory::start(client, namespace, auto_create, hub.clone(), store.clone())
-                    .await;
+                RoomDirectory::start(client, namespace, options, hub.clone(), store.clone()).await;
             directory.wait_ready().await;
             (directory, None)
         }
@@ -193,6 +196,7 @@ pub async fn run_with(args: ServeArgs, dev: Option<DevWiring>) -> Result<(), Ser
         auth,
         ice,
         limits: args.limits.clone(),
+        sfu_token_ttl: args.sfu_tokens.sfu_token_ttl,
         metrics: Metrics::default(),
     });
     state.start_tasks();

@@ -26,7 +26,7 @@ use crate::protocol::{
     ClientMessage, CloseCode, ErrorCode, MsgRef, PROTOCOL_VERSION, Resume, ResumeToken,
     ServerMessage, parse_client_message,
 };
-use crate::rooms::ResolveError;
+use crate::rooms::{ResolveError, SfuRoute};
 use crate::state::AppState;
 use crate::store::{ParticipantEntry, ResumeRequest, StoreError};
 
@@ -72,6 +72,8 @@ struct Joined {
     entry: ParticipantEntry,
     /// The room's SfuNode TURN URLs, for `iceServersRefresh`.
     turn_urls: Vec<String>,
+    /// The room's SFU at join time, when its tokens need `sfuRefresh`.
+    sfu: Option<SfuRoute>,
 }
 
 impl Joined {
@@ -144,6 +146,15 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                     ErrorCode::PlacementTimeout
                 }
                 ResolveError::Create { .. } => ErrorCode::Internal,
+                ResolveError::SfuCredentials { .. } | ResolveError::Provision { .. } => {
+                    // The cause (a Secret's name, a missing key) is for the logs, not clients.
+                    tracing::warn!(%error, room = %claims.room.as_str(), "join refused");
+                    return Err(Refused::new(
+                        ErrorCode::Internal,
+                        "the room's SFU cannot be used right now; retry shortly",
+                        msg_ref,
+                    ));
+                }
             };
             tracing::debug!(%error, "join refused");
             return Err(Refused::new(code, error.to_string(), msg_ref));
@@ -239,7 +250,9 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         participant_id: id.clone(),
         room: room.clone(),
         participants: participants.iter().map(|p| p.public()).collect(),
-        sfu,
+        sfu: sfu
+            .as_ref()
+            .map(|route| route.for_participant(unix_now(), state.sfu_token_ttl)),
         ice_servers: state.ice.servers_for(claims.user.as_str(), &turn_urls),
         resume_token: session.clone(),
         seq,
@@ -254,6 +267,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         id,
         entry,
         turn_urls,
+        sfu: sfu.filter(SfuRoute::has_token),
     })
 }
 
@@ -316,6 +330,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let join_deadline = tokio::time::Instant::now() + limits.join_timeout;
     let mut last_seen = tokio::time::Instant::now();
     let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
+    // When to send `sfuRefresh`: at 2/3 of the SFU token's lifetime, from the last one sent.
+    let mut sfu_refresh_at = tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
     // Only a `leave` (or a client close with 1000) leaves the room at once; any other end
     // keeps the participant for a resume until its entry expires.
     let mut left_on_purpose = false;
@@ -348,6 +364,18 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 let node_urls = joined.as_ref().map(|j| j.turn_urls.as_slice()).unwrap_or_default();
                 reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str(), node_urls) });
                 refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
+                continue;
+            }
+            _ = tokio::time::sleep_until(sfu_refresh_at), if joined.as_ref().is_some_and(|j| j.sfu.is_some()) => {
+                // A fresh SFU token before the old one expires: Janus checks it on every
+                // request. The room's SFU as it is now, so a refresh follows a move.
+                if let Some(j) = &joined {
+                    let current = state.rooms.current_sfu(&j.room).await;
+                    if let Some(route) = current.as_ref().or(j.sfu.as_ref()).filter(|r| r.has_token()) {
+                        reply(ServerMessage::SfuRefresh { sfu: route.for_participant(unix_now(), state.sfu_token_ttl) });
+                    }
+                }
+                sfu_refresh_at = tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
                 continue;
             }
             _ = refresh.tick(), if joined.is_some() => {
@@ -424,6 +452,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 let outcome = Box::pin(join(joining)).await;
                 match outcome {
                     Ok(j) => {
+                        sfu_refresh_at =
+                            tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
                         let counter = if resuming {
                             &state.metrics.resumes
                         } else {
@@ -581,6 +611,20 @@ fn unknown(to: &ParticipantId, msg_ref: Option<crate::protocol::MsgRef>) -> Serv
         format!("no participant {} in this room", to.as_str()),
         msg_ref,
     )
+}
+
+/// Refresh SFU tokens at 2/3 of their lifetime, so a client has a third of it to apply the new
+/// one (Janus refuses a request with an expired token, keepalives included).
+fn sfu_refresh_delay(ttl: Duration) -> Duration {
+    (ttl * 2 / 3).max(Duration::from_secs(1))
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Refresh at 80% of the credential lifetime, so clients apply new credentials well before

@@ -34,6 +34,8 @@ pub struct AppState {
     pub auth: AuthConfig,
     pub ice: IceConfig,
     pub limits: LimitArgs,
+    /// Lifetime of the SFU tokens minted per participant (`--sfu-token-ttl`).
+    pub sfu_token_ttl: Duration,
     pub metrics: Metrics,
 }
 
