@@ -184,7 +184,9 @@ impl RoomDirectory {
         let node = self
             .nodes
             .get(&ObjectRef::new(&placement.node).within(&self.namespace));
-        let kind = node.as_ref().map(|n| n.spec.kind).unwrap_or_default();
+        // A node not seen yet (the watch lags its creation) may be any kind: wait for it
+        // rather than hand out a Janus room as Opaque.
+        let kind = node.as_ref().ok_or(NotReady::Provisioning)?.spec.kind;
         let mut route = SfuRoute::opaque(
             placement.node.clone(),
             placement.url.clone(),
@@ -240,9 +242,10 @@ impl RoomDirectory {
         }
     }
 
-    /// Waits until the first list of Rooms has arrived (for readiness).
+    /// Waits until the first lists of Rooms and SfuNodes have arrived (for readiness).
     pub async fn wait_ready(&self) {
         let _ = self.store.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
     }
 
     /// Whether both watches are working now (the last attempt of each succeeded).
