@@ -112,7 +112,10 @@ async fn joins_follow_the_operators_placement() {
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail(20)));
         assert_eq!(moved["sfu"]["node"], "sfu-b");
-        assert_eq!(moved["sfu"]["generation"], 2, "a move is the next generation");
+        assert_eq!(
+            moved["sfu"]["generation"], 2,
+            "a move is the next generation"
+        );
         assert_eq!(moved["sfu"]["kind"], "Opaque");
     }
 }
