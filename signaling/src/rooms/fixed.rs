@@ -62,6 +62,8 @@ pub enum FixedError {
         #[source]
         source: switchboard_sfu::SfuError,
     },
+    #[error("cannot make the HTTP client for SFU admin APIs: {0}")]
+    HttpClient(String),
     #[error("SFU node {node}: admin URL {url:?} must be http:// (dev mode talks to local SFUs)")]
     AdminUrl { node: String, url: String },
 }
@@ -260,10 +262,7 @@ impl FixedPlacement {
             max_participants,
             placed: Mutex::new(HashMap::new()),
             provisioned: tokio::sync::Mutex::new(HashSet::new()),
-            http: reqwest::Client::builder()
-                .timeout(JANUS_ADMIN_TIMEOUT)
-                .build()
-                .unwrap_or_default(),
+            http: admin_client()?,
         })
     }
 
@@ -334,6 +333,23 @@ impl FixedPlacement {
         placed.insert(room.clone(), node.name.clone());
         Ok(info(node))
     }
+}
+
+/// The HTTP client for SFU admin APIs. reqwest's rustls has no built-in crypto provider
+/// (feature `rustls-no-provider`, shared with the operator): install ring's, as kube uses.
+fn admin_client() -> Result<reqwest::Client, FixedError> {
+    if rustls::crypto::CryptoProvider::get_default().is_none()
+        && rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        && rustls::crypto::CryptoProvider::get_default().is_none()
+    {
+        return Err(FixedError::HttpClient("no TLS crypto provider".to_owned()));
+    }
+    reqwest::Client::builder()
+        .timeout(JANUS_ADMIN_TIMEOUT)
+        .build()
+        .map_err(|error| FixedError::HttpClient(error.to_string()))
 }
 
 /// How long dev mode waits for a Janus admin API answer.
