@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+pub use switchboard_telemetry::{LogArgs, LogFormat};
 
 /// Switchboard's WebSocket signaling server.
 #[derive(Debug, Parser)]
@@ -39,17 +40,14 @@ pub struct DevArgs {
     #[command(flatten)]
     pub turn: TurnArgs,
     #[command(flatten)]
+    pub sfu_tokens: SfuArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
     /// How long a dropped connection can be resumed.
     #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub participant_ttl: Duration,
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,29 +60,19 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub turn: TurnArgs,
     #[command(flatten)]
+    pub sfu_tokens: SfuArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
     #[command(flatten)]
     pub state: StateArgs,
-    /// `text` or `json` logs; levels from `RUST_LOG`.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Also serve the demo page at `/` and the JavaScript client at `/switchboard.js`. The page
     /// then needs a join token in its URL (`?token=`).
     #[arg(long, env = "SWITCHBOARD_DEMO")]
     pub demo: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Join-token verification keys. Each key pins its algorithm; the token's header never
@@ -137,6 +125,33 @@ pub struct TurnArgs {
     /// Lifetime of minted TURN credentials; `iceServersRefresh` is sent before it ends.
     #[arg(long = "turn-credential-ttl", env = "SWITCHBOARD_TURN_CREDENTIAL_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub credential_ttl: Duration,
+}
+
+/// The SFU credentials handed out in `joined.sfu`, `sfuReassigned` and `sfuRefresh`.
+#[derive(Debug, Clone, Args)]
+pub struct SfuArgs {
+    /// Lifetime of the SFU tokens minted per participant (Janus signed tokens); `sfuRefresh`
+    /// is sent at 2/3 of it. Between 2s and 24h.
+    #[arg(long, env = "SWITCHBOARD_SFU_TOKEN_TTL", default_value = "10m", value_parser = parse_sfu_token_ttl)]
+    pub sfu_token_ttl: Duration,
+}
+
+/// The shortest and longest `--sfu-token-ttl`: shorter would refresh faster than clients can
+/// apply a token; longer would keep a leaked token useful for days.
+pub const SFU_TOKEN_TTL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(2), Duration::from_secs(24 * 3600));
+
+fn parse_sfu_token_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let (min, max) = SFU_TOKEN_TTL_RANGE;
+    if ttl < min || ttl > max {
+        return Err(format!(
+            "--sfu-token-ttl must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(ttl)
 }
 
 /// Protection against bad or greedy clients.
@@ -256,5 +271,32 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// A zero or absurd SFU token lifetime is refused with a message naming the option.
+    #[test]
+    fn sfu_token_ttl_is_bounded() {
+        let serve = |ttl: &str| {
+            Cli::try_parse_from(["sig", "serve", "--jwt-hs256=k=x", "--sfu-token-ttl", ttl])
+        };
+        for bad in ["0s", "1s", "25h", "365days"] {
+            let error = serve(bad).unwrap_err().to_string();
+            assert!(error.contains("--sfu-token-ttl"), "{bad}: {error}");
+            assert!(error.contains("between 2s and 1day"), "{bad}: {error}");
+        }
+        let error = serve("soon").unwrap_err().to_string();
+        assert!(error.contains("--sfu-token-ttl"), "{error}");
+        let Command::Serve(args) = serve("3s").unwrap().command else {
+            panic!("serve")
+        };
+        assert_eq!(args.sfu_tokens.sfu_token_ttl, Duration::from_secs(3));
+        let Command::Serve(args) = Cli::try_parse_from(["sig", "serve"]).unwrap().command else {
+            panic!("serve")
+        };
+        assert_eq!(
+            args.sfu_tokens.sfu_token_ttl,
+            Duration::from_secs(600),
+            "default"
+        );
     }
 }

@@ -1,29 +1,39 @@
 //! `switchboard-signaling`: the stateless WebSocket signaling server.
 //!
-//! This library is the whole server, so tests can reach every part. Its pure modules have no
-//! sockets, clocks, Redis or Kubernetes in them, so every rule can be tested directly:
-//! - [`ids`]: room, participant and user ids, display names and region hints, validated once
-//!   at the edge because they end up in Redis keys and Kubernetes names;
-//! - [`protocol`]: the versioned JSON wire protocol (`docs/protocol.md` is its reference);
-//! - [`auth`]: join-token (JWT) verification, done before the WebSocket upgrade.
-//! - [`limits`]: the per-connection rate limit.
+//! This library is the whole server, so tests can reach every part. Its layers only point
+//! down (a module never imports one above it):
 //!
-//! The server around it: [`server`] (HTTP, upgrade, shutdown, the store's event loop),
-//! [`session`] (one connection, from `join` to close), [`store`] (room state and message
-//! delivery across pods: the Redis layout is documented there), [`hub`] (this process's
-//! connections and in-order delivery to them), [`rooms`] (Rooms and SfuNodes from
-//! Kubernetes), [`turn`] (ICE servers), [`metrics`], [`config`] (command line).
+//! 1. wiring: [`serve`] (the command line to a running server) and [`dev`] (the same, with a
+//!    fixed SFU list, an in-memory store and the demo page);
+//! 2. [`http`]: `/v1/ws` with the join token checked before the upgrade, probes, `/metrics`,
+//!    the demo page, graceful shutdown;
+//! 3. [`session`]: one connection, from `join` to close;
+//! 4. [`state`]: what every connection shares, and the tasks that deliver store events and
+//!    recover after a store outage;
+//! 5. [`rooms`] (each room's limit and SFU, from Kubernetes or a fixed list, behind one
+//!    trait), [`hub`] (this process's connections and in-order delivery to them), [`store`]
+//!    (room state and delivery across pods; the Redis layout is documented there), [`ice`]
+//!    (ICE servers and TURN credentials), [`metrics`], [`limits`] (the per-connection rate
+//!    limit);
+//! 6. [`protocol`] (the versioned JSON wire protocol; `docs/protocol.md` is its reference)
+//!    and [`auth`] (join-token verification and minting), pure;
+//! 7. [`ids`]: room, participant and user ids, display names and region hints, validated once
+//!    at the edge because they end up in Redis keys and Kubernetes names.
+//!
+//! [`config`] is the command line, read by the wiring.
 
 pub mod auth;
 pub mod config;
 pub mod dev;
+pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod rooms;
-pub mod server;
+pub mod serve;
 pub mod session;
+pub mod state;
 pub mod store;
-pub mod turn;

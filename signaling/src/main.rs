@@ -5,21 +5,11 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Parser;
-use switchboard_signaling::auth::{Hs256Signer, MintClaims};
-use switchboard_signaling::config::{Cli, Command, LogFormat, TokenArgs};
-use switchboard_signaling::ids::{DisplayName, RoomId, UserId};
-use tracing_subscriber::EnvFilter;
+use switchboard_signaling::auth::{Hs256Signer, KeyError, MintClaims};
+use switchboard_signaling::config::{Cli, Command, TokenArgs};
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
+/// Levels when `RUST_LOG` is unset.
+const DEFAULT_LOG_FILTER: &str = "info";
 
 fn token(args: &TokenArgs) -> Result<String, String> {
     let key = args
@@ -28,12 +18,18 @@ fn token(args: &TokenArgs) -> Result<String, String> {
         .ok_or("no key: pass --key KID=SECRET or set SWITCHBOARD_JWT_HS256")?;
     let (kid, secret) = key.split_once('=').ok_or("--key must be KID=SECRET")?;
     let signer = Hs256Signer::new(Some(kid), secret.as_bytes()).map_err(|e| e.to_string())?;
-    let room = RoomId::parse(&args.room).map_err(|e| format!("--room: {e}"))?;
-    let user = UserId::parse(&args.user).map_err(|e| format!("--user: {e}"))?;
-    let mut claims = MintClaims::new(user, room, SystemTime::now(), args.ttl);
-    if let Some(name) = &args.name {
-        claims.name = Some(DisplayName::parse(name).map_err(|e| format!("--name: {e}"))?);
-    }
+    let claims = MintClaims::parse(
+        &args.room,
+        &args.user,
+        args.name.as_deref(),
+        SystemTime::now(),
+        args.ttl,
+    )
+    .map_err(|error| match error {
+        // Named as the flag the user typed.
+        KeyError::InvalidInput { field, source } => format!("--{field}: {source}"),
+        error => error.to_string(),
+    })?;
     signer.mint(&claims).map_err(|e| e.to_string())
 }
 
@@ -41,8 +37,8 @@ fn token(args: &TokenArgs) -> Result<String, String> {
 async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => {
-            init_tracing(args.log_format);
-            match switchboard_signaling::server::serve(*args).await {
+            switchboard_telemetry::init(args.log.log_format, DEFAULT_LOG_FILTER);
+            match switchboard_signaling::serve::run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "signaling stopped");
@@ -51,7 +47,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Dev(args) => {
-            init_tracing(args.log_format);
+            switchboard_telemetry::init(args.log.log_format, DEFAULT_LOG_FILTER);
             match switchboard_signaling::dev::run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

@@ -4,7 +4,7 @@
 //! (draining the connection's bounded queue, sending pings) and the reader loop below. The
 //! reader checks each frame (size, UTF-8, text only), the rate limit, and parses it with
 //! [`crate::protocol::parse_client_message`]. A `join` goes to [`join`]: the Room's placement
-//! from [`crate::rooms`], then [`crate::store::RoomStore::join`], which admits the participant
+//! from [`crate::rooms::RoomSource::resolve`], then [`crate::store::RoomStore::join`], which admits the participant
 //! and tells the others (`participantJoined`, on any pod); the joiner gets `joined` with the
 //! participants, its ICE servers and resume token. Offers, answers and candidates go through
 //! [`crate::store::RoomStore::relay`], which resolves `to` inside the sender's room only and
@@ -21,13 +21,13 @@ use crate::auth::JoinClaims;
 use crate::hub::{Member, Outbound, SessionSignal};
 use crate::ids::{ParticipantId, RoomId};
 use crate::limits::{Admit, TokenBucket};
-use crate::metrics::Metrics;
+use crate::metrics::ReasonLabel;
 use crate::protocol::{
     ClientMessage, CloseCode, ErrorCode, MsgRef, PROTOCOL_VERSION, Resume, ResumeToken,
     ServerMessage, parse_client_message,
 };
-use crate::rooms::ResolveError;
-use crate::server::AppState;
+use crate::rooms::{ResolveError, SfuRoute};
+use crate::state::AppState;
 use crate::store::{ParticipantEntry, ResumeRequest, StoreError};
 
 fn random_hex(bytes: usize) -> String {
@@ -72,6 +72,8 @@ struct Joined {
     entry: ParticipantEntry,
     /// The room's SfuNode TURN URLs, for `iceServersRefresh`.
     turn_urls: Vec<String>,
+    /// The room's SFU at join time, when its tokens need `sfuRefresh`.
+    sfu: Option<SfuRoute>,
 }
 
 impl Joined {
@@ -93,12 +95,18 @@ fn token_participant(token: &ResumeToken) -> Option<ParticipantId> {
     ParticipantId::parse(id).ok()
 }
 
-/// Why a join or resume did not happen: the `error` to send back.
-struct Refused(ServerMessage);
+/// Why a join or resume did not happen: the `error` to send back, and its code for metrics.
+struct Refused {
+    code: ErrorCode,
+    message: ServerMessage,
+}
 
 impl Refused {
     fn new(code: ErrorCode, message: impl Into<String>, msg_ref: Option<MsgRef>) -> Self {
-        Refused(ServerMessage::error(code, message, msg_ref))
+        Refused {
+            code,
+            message: ServerMessage::error(code, message, msg_ref),
+        }
     }
 }
 
@@ -125,23 +133,34 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         resume,
         msg_ref,
     } = j;
-    let (max, sfu, turn_urls) = match &state.rooms {
-        None => (state.limits.default_max_participants, None, Vec::new()),
-        Some(rooms) => match rooms.resolve(&claims.room, claims.region.as_ref()).await {
-            Ok(info) => (info.max_participants, info.sfu, info.turn_urls),
-            Err(error) => {
-                let code = match &error {
-                    ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
-                    ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
-                        ErrorCode::PlacementTimeout
-                    }
-                    ResolveError::Create { .. } => ErrorCode::Internal,
-                };
-                tracing::debug!(%error, "join refused");
-                return Err(Refused::new(code, error.to_string(), msg_ref));
-            }
-        },
+    let info = match state
+        .rooms
+        .resolve(&claims.room, claims.region.as_ref())
+        .await
+    {
+        Ok(info) => info,
+        Err(error) => {
+            let code = match &error {
+                ResolveError::NotFound(_) => ErrorCode::RoomNotFound,
+                ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
+                    ErrorCode::PlacementTimeout
+                }
+                ResolveError::Create { .. } => ErrorCode::Internal,
+                ResolveError::SfuCredentials { .. } | ResolveError::Provision { .. } => {
+                    // The cause (a Secret's name, a missing key) is for the logs, not clients.
+                    tracing::warn!(%error, room = %claims.room.as_str(), "join refused");
+                    return Err(Refused::new(
+                        ErrorCode::Internal,
+                        "the room's SFU cannot be used right now; retry shortly",
+                        msg_ref,
+                    ));
+                }
+            };
+            tracing::debug!(%error, "join refused");
+            return Err(Refused::new(code, error.to_string(), msg_ref));
+        }
     };
+    let (max, sfu, turn_urls) = (info.max_participants, info.sfu, info.turn_urls);
     let room = &claims.room;
     let id = match &resume {
         Some(r) => token_participant(&r.token).ok_or_else(|| {
@@ -169,6 +188,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         Member::new(entry.clone(), tx.clone(), signal.clone(), delivered),
     );
     if let Err(error) = state.store.listen(room, &id).await {
+        state.metrics.store_error(&error);
         undo_join(state, room, &id, &session).await;
         tracing::warn!(%error, "cannot subscribe a participant");
         return Err(Refused::new(
@@ -214,6 +234,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                     msg_ref,
                 ),
                 error => {
+                    state.metrics.store_error(&error);
                     tracing::warn!(%error, "room state unavailable");
                     Refused::new(
                         ErrorCode::Internal,
@@ -229,7 +250,9 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         participant_id: id.clone(),
         room: room.clone(),
         participants: participants.iter().map(|p| p.public()).collect(),
-        sfu,
+        sfu: sfu
+            .as_ref()
+            .map(|route| route.for_participant(unix_now(), state.sfu_token_ttl)),
         ice_servers: state.ice.servers_for(claims.user.as_str(), &turn_urls),
         resume_token: session.clone(),
         seq,
@@ -244,6 +267,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         id,
         entry,
         turn_urls,
+        sfu: sfu.filter(SfuRoute::has_token),
     })
 }
 
@@ -306,6 +330,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let join_deadline = tokio::time::Instant::now() + limits.join_timeout;
     let mut last_seen = tokio::time::Instant::now();
     let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
+    // When to send `sfuRefresh`: at 2/3 of the SFU token's lifetime, from the last one sent.
+    let mut sfu_refresh_at = tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
     // Only a `leave` (or a client close with 1000) leaves the room at once; any other end
     // keeps the participant for a resume until its entry expires.
     let mut left_on_purpose = false;
@@ -338,6 +364,18 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 let node_urls = joined.as_ref().map(|j| j.turn_urls.as_slice()).unwrap_or_default();
                 reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str(), node_urls) });
                 refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
+                continue;
+            }
+            _ = tokio::time::sleep_until(sfu_refresh_at), if joined.as_ref().is_some_and(|j| j.sfu.is_some()) => {
+                // A fresh SFU token before the old one expires: Janus checks it on every
+                // request. The room's SFU as it is now, so a refresh follows a move.
+                if let Some(j) = &joined {
+                    let current = state.rooms.current_sfu(&j.room).await;
+                    if let Some(route) = current.as_ref().or(j.sfu.as_ref()).filter(|r| r.has_token()) {
+                        reply(ServerMessage::SfuRefresh { sfu: route.for_participant(unix_now(), state.sfu_token_ttl) });
+                    }
+                }
+                sfu_refresh_at = tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
                 continue;
             }
             _ = refresh.tick(), if joined.is_some() => {
@@ -412,16 +450,22 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     msg_ref,
                 };
                 let outcome = Box::pin(join(joining)).await;
-                let counter = match (&outcome, resuming) {
-                    (Ok(_), false) => &state.metrics.joins,
-                    (Ok(_), true) => &state.metrics.resumes,
-                    (Err(_), false) => &state.metrics.join_failures,
-                    (Err(_), true) => &state.metrics.resume_failures,
-                };
-                Metrics::add(counter);
                 match outcome {
-                    Ok(j) => joined = Some(j),
-                    Err(Refused(error)) => reply(error),
+                    Ok(j) => {
+                        sfu_refresh_at =
+                            tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
+                        let counter = if resuming {
+                            &state.metrics.resumes
+                        } else {
+                            &state.metrics.joins
+                        };
+                        counter.inc();
+                        joined = Some(j);
+                    }
+                    Err(refused) => {
+                        state.metrics.join_refused(resuming, refused.code);
+                        reply(refused.message);
+                    }
                 }
             }
             (_, None) => {
@@ -532,15 +576,25 @@ async fn relay(
     msg_ref: Option<MsgRef>,
 ) -> Option<ServerMessage> {
     let outcome = state.store.relay(&j.room, to, &message.to_json()).await;
-    let counter = match &outcome {
-        Ok(Some(_)) => &state.metrics.relayed,
-        _ => &state.metrics.relay_failures,
+    let failed = |reason| {
+        state
+            .metrics
+            .relay_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     };
-    Metrics::add(counter);
     match outcome {
-        Ok(Some(_)) => None,
-        Ok(None) => Some(unknown(to, msg_ref)),
+        Ok(Some(_)) => {
+            state.metrics.relayed.inc();
+            None
+        }
+        Ok(None) => {
+            failed(ErrorCode::UnknownParticipant.as_str());
+            Some(unknown(to, msg_ref))
+        }
         Err(error) => {
+            failed(error.metric_label());
+            state.metrics.store_error(&error);
             tracing::warn!(%error, "cannot relay");
             Some(ServerMessage::error(
                 ErrorCode::Internal,
@@ -557,6 +611,20 @@ fn unknown(to: &ParticipantId, msg_ref: Option<crate::protocol::MsgRef>) -> Serv
         format!("no participant {} in this room", to.as_str()),
         msg_ref,
     )
+}
+
+/// Refresh SFU tokens at 2/3 of their lifetime, so a client has a third of it to apply the new
+/// one (Janus refuses a request with an expired token, keepalives included).
+fn sfu_refresh_delay(ttl: Duration) -> Duration {
+    (ttl * 2 / 3).max(Duration::from_secs(1))
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Refresh at 80% of the credential lifetime, so clients apply new credentials well before

@@ -274,6 +274,12 @@ fn server_message_shapes() {
         sfu: Some(SfuInfo {
             node: "sfu-eu-1".into(),
             url: "wss://sfu-eu-1.example.com".into(),
+            kind: "Opaque".into(),
+            generation: 2,
+            room: None,
+            pin: None,
+            token: None,
+            token_expires_at: None,
         }),
         ice_servers: vec![IceServer {
             urls: vec!["turn:turn.example.com:3478?transport=udp".into()],
@@ -290,7 +296,8 @@ fn server_message_shapes() {
         json!({
             "type": "joined", "v": 1, "participantId": "p-a1", "room": "standup",
             "participants": [{"id": "p-a1", "user": "alice", "name": "Alice"}],
-            "sfu": {"node": "sfu-eu-1", "url": "wss://sfu-eu-1.example.com"},
+            "sfu": {"node": "sfu-eu-1", "url": "wss://sfu-eu-1.example.com",
+                    "kind": "Opaque", "generation": 2},
             "iceServers": [{"urls": ["turn:turn.example.com:3478?transport=udp"],
                             "username": "1700000000:alice", "credential": "c2VjcmV0"}],
             "resumeToken": "rt.x", "seq": 0, "resumed": false, "ref": "j1"
@@ -325,7 +332,27 @@ fn server_message_shapes() {
         error.to_json(),
         r#"{"type":"error","code":"unknown_participant","message":"no such participant"}"#
     );
-    for message in [joined, candidate, left, error] {
+    let refresh = ServerMessage::SfuRefresh {
+        sfu: SfuInfo {
+            node: "sfu-a".into(),
+            url: "ws://127.0.0.2:8188".into(),
+            kind: "JanusVideoRoom".into(),
+            generation: 3,
+            room: Some("calls.standup.1a2b3c4d".into()),
+            pin: Some("p1n".into()),
+            token: Some("1764590000,janus,janus.plugin.videoroom:c2ln".into()),
+            token_expires_at: Some(1764590000),
+        },
+    };
+    assert_eq!(
+        serde_json::to_value(&refresh).unwrap(),
+        json!({"type": "sfuRefresh", "sfu": {
+            "node": "sfu-a", "url": "ws://127.0.0.2:8188", "kind": "JanusVideoRoom",
+            "generation": 3, "room": "calls.standup.1a2b3c4d", "pin": "p1n",
+            "token": "1764590000,janus,janus.plugin.videoroom:c2ln",
+            "tokenExpiresAt": 1764590000}})
+    );
+    for message in [joined, candidate, left, error, refresh] {
         let back: ServerMessage = serde_json::from_str(&message.to_json()).unwrap();
         assert_eq!(back, message);
     }

@@ -461,6 +461,42 @@ async fn helm_install_runs_with_the_charts_own_rbac() {
         api_status(signaling_secrets.get(CONFIG_SECRET).await),
         Some(403)
     );
+    // The SFU credential Secrets the values name, read one by one, and nothing more.
+    let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    for name in [SFU_SECRET, OTHER_SFU_SECRET] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"tokenSecret": "t", "adminSecret": "a", "roomAdminKey": "k"}
+        }))
+        .unwrap();
+        admin_secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    assert!(
+        signaling_secrets.get(SFU_SECRET).await.is_ok(),
+        "signaling reads the SFU credentials the values name"
+    );
+    assert_eq!(
+        api_status(signaling_secrets.get(OTHER_SFU_SECRET).await),
+        Some(403),
+        "signaling reading SFU credentials the values do not name"
+    );
+    assert_eq!(
+        api_status(signaling_secrets.list(&ListParams::default()).await),
+        Some(403),
+        "signaling listing Secrets"
+    );
+    assert_eq!(
+        api_status(
+            signaling_secrets
+                .delete(SFU_SECRET, &DeleteParams::default())
+                .await
+        ),
+        Some(403),
+        "signaling deleting SFU credentials"
+    );
     let operator_secrets: Api<Secret> = Api::namespaced(as_operator.clone(), NS);
     assert!(
         operator_secrets.get(TURN_SECRET).await.is_ok(),

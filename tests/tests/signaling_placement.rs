@@ -61,7 +61,8 @@ async fn joins_follow_the_operators_placement() {
     .unwrap();
     assert_eq!(
         joined["sfu"],
-        json!({"node": "sfu-a", "url": "wss://sfu-a.example.com/rtc"}),
+        json!({"node": "sfu-a", "url": "wss://sfu-a.example.com/rtc", "kind": "Opaque",
+               "generation": 1}),
         "{joined}"
     );
     assert_eq!(
@@ -112,6 +113,11 @@ async fn joins_follow_the_operators_placement() {
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail(20)));
         assert_eq!(moved["sfu"]["node"], "sfu-b");
+        assert_eq!(
+            moved["sfu"]["generation"], 2,
+            "a move is the next generation"
+        );
+        assert_eq!(moved["sfu"]["kind"], "Opaque");
     }
 }
 

@@ -126,7 +126,7 @@ impl AuthError {
 
     /// The response body: `{"error": <code>, "message": <text>}`.
     pub fn to_json_body(&self) -> String {
-        serde_json::json!({ "error": self.code(), "message": self.to_string() }).to_string()
+        crate::protocol::ErrorBody::new(self.code(), self.to_string()).to_json()
     }
 }
 

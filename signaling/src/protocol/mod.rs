@@ -216,8 +216,12 @@ pub enum ServerMessage {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         msg_ref: Option<MsgRef>,
     },
-    /// The room moved to another SFU; reconnect media there.
+    /// The room moved to another SFU; reconnect media there (unless `sfu.generation` is lower
+    /// than the one you have).
     SfuReassigned { sfu: SfuInfo },
+    /// A fresh SFU token for the same room on the same node, sent before the previous one
+    /// expires; use it for every later request on the existing SFU session.
+    SfuRefresh { sfu: SfuInfo },
     /// Fresh TURN credentials, sent before the previous ones expire; apply them with
     /// `RTCPeerConnection.setConfiguration`.
     IceServersRefresh { ice_servers: Vec<IceServer> },
@@ -262,6 +266,7 @@ impl ServerMessage {
             ServerMessage::Candidate { .. } => "candidate",
             ServerMessage::Error { .. } => "error",
             ServerMessage::SfuReassigned { .. } => "sfuReassigned",
+            ServerMessage::SfuRefresh { .. } => "sfuRefresh",
             ServerMessage::IceServersRefresh { .. } => "iceServersRefresh",
             ServerMessage::Resync { .. } => "resync",
             ServerMessage::Reconnect { .. } => "reconnect",
@@ -282,6 +287,34 @@ impl ServerMessage {
     }
 }
 
+/// The body of every HTTP error signaling answers with (a refused join token, a bad query,
+/// dev mode's token endpoint): `{"error": <stable code>, "message": <text for people>}`.
+/// Causes are logged, never put in `message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A request field that failed validation: code `bad_request`, the field named first.
+    pub fn bad_field(field: &str, error: &dyn std::fmt::Display) -> Self {
+        ErrorBody::new("bad_request", format!("{field}: {error}"))
+    }
+
+    pub fn to_json(&self) -> String {
+        // A struct of two strings always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// One participant as others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
@@ -291,13 +324,33 @@ pub struct Participant {
     pub name: Option<DisplayName>,
 }
 
-/// Where the room's media goes.
+/// Where the room's media goes, and what a client needs to reach its room there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SfuInfo {
     /// The `SfuNode` the room is placed on.
     pub node: String,
     /// The URL clients connect their media to.
     pub url: String,
+    /// The node's `spec.kind`: `Opaque` (the URL is a label; media stays peer to peer) or
+    /// `JanusVideoRoom`.
+    pub kind: String,
+    /// `Room.status.placementGeneration`: it grows with every move, so a client ignores an
+    /// `sfuReassigned` or `sfuRefresh` older than what it has.
+    pub generation: u64,
+    /// The room's id on the SFU (Janus: the VideoRoom string id). Absent for `Opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The room's pin on the SFU. Absent for `Opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// A short-lived token for the SFU (Janus: a signed token for the VideoRoom plugin),
+    /// minted for this participant. Absent for `Opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// When `token` expires, in Unix seconds; `sfuRefresh` comes well before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<u64>,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.

@@ -1,7 +1,9 @@
-//! Where TURN credentials come from: the `current` key of the operator's Secret, watched so a
-//! rotated secret is used as soon as the watch delivers it (well within 2 s), or a mounted
-//! file for setups without the Kubernetes API. Credentials are minted per participant with
-//! `switchboard_turn::credentials` (TURN REST API).
+//! The ICE servers handed to clients (`joined.iceServers`, `iceServersRefresh`), with TURN
+//! credentials minted per participant with `switchboard_turn::credentials` (TURN REST API).
+//!
+//! The shared secret comes from the `current` key of the operator's Secret, watched so a
+//! rotated secret is used as soon as the watch delivers it (well within 2 s), or from a
+//! mounted file for setups without the Kubernetes API.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
