@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the operator and signaling images with their Dockerfiles on a machine without a
-# container registry: the base images are made locally (Debian bookworm by debootstrap, brought
-# in with `docker import`) and passed as the Dockerfiles' BUILDER_IMAGE and RUNTIME_IMAGE.
+# Builds the operator and signaling images (the root Dockerfile's two targets) on a machine
+# without a container registry: the base images are made locally (Debian bookworm by
+# debootstrap, brought in with `docker import`) and passed as BUILDER_IMAGE and RUNTIME_IMAGE.
 #
 #   switchboard-local/runtime:bookworm-ca  minbase Debian (glibc, libgcc, CA certificates): the
 #                                        run stage
@@ -72,7 +72,7 @@ if ! docker image inspect "$builder" >/dev/null 2>&1; then
 fi
 for component in operator signaling; do
   say "docker build $component ($profile)"
-  docker build -q -f "$component/Dockerfile" \
+  docker build -q --target "$component" \
     --build-arg "BUILDER_IMAGE=$builder" --build-arg "RUNTIME_IMAGE=$runtime" \
     --build-arg "CARGO_PROFILE=$profile" -t "switchboard/$component:local" . >&2
 done

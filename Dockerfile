@@ -1,7 +1,9 @@
-# switchboard-operator: compiled in a Rust image, run from a minimal
+# Switchboard's two images from one build: `--target operator` and `--target signaling`, both
+# compiled in one Rust stage (the crates they share are built once) and run from a minimal
 # non-root image. Build from the repository root:
 #
-#   docker build -f operator/Dockerfile -t switchboard/operator:dev .
+#   docker build --target operator -t switchboard/operator:dev .
+#   docker build --target signaling -t switchboard/signaling:dev .
 #
 # Both base images are build arguments, so a machine without a registry can build from local
 # images (tests/e2e/local-images.sh makes Debian ones with debootstrap). The runtime image must
@@ -28,17 +30,30 @@ RUN for crate in crds operator crds/placement crds/turn signaling tests; do \
     done \
  && mkdir -p tests/e2e && : > tests/e2e/kind.rs \
  && echo 'fn main() {}' > operator/src/main.rs \
- && cargo build --locked --profile "$CARGO_PROFILE" -p switchboard-operator --bin switchboard-operator
+ && echo 'fn main() {}' > signaling/src/main.rs \
+ && cargo build --locked --profile "$CARGO_PROFILE" \
+      -p switchboard-operator --bin switchboard-operator \
+      -p switchboard-signaling --bin switchboard-signaling
 COPY . .
 # COPY keeps the sources' own modification times, which may be older than the stubs'.
 RUN find crds operator signaling tests -name '*.rs' -exec touch {} + \
- && cargo build --locked --profile "$CARGO_PROFILE" -p switchboard-operator --bin switchboard-operator \
+ && cargo build --locked --profile "$CARGO_PROFILE" \
+      -p switchboard-operator --bin switchboard-operator \
+      -p switchboard-signaling --bin switchboard-signaling \
  && dir=$(if [ "$CARGO_PROFILE" = dev ]; then echo debug; else echo "$CARGO_PROFILE"; fi) \
- && install -D -m 0755 "target/$dir/switchboard-operator" /out/switchboard-operator
+ && install -D -m 0755 "target/$dir/switchboard-operator" /out/switchboard-operator \
+ && install -D -m 0755 "target/$dir/switchboard-signaling" /out/switchboard-signaling
 
-FROM ${RUNTIME_IMAGE}
+FROM ${RUNTIME_IMAGE} AS operator
 COPY --from=build /out/switchboard-operator /usr/local/bin/switchboard-operator
 # The distroless "nonroot" user; numeric so that runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/switchboard-operator"]
+
+FROM ${RUNTIME_IMAGE} AS signaling
+COPY --from=build /out/switchboard-signaling /usr/local/bin/switchboard-signaling
+USER 65532:65532
+EXPOSE 8443
+ENTRYPOINT ["/usr/local/bin/switchboard-signaling"]
+CMD ["serve"]
