@@ -3,7 +3,7 @@
 //! Layout, from the outside in:
 //! - [`run`] wires everything: watches (reflectors) for Rooms and SfuNodes that always run, so
 //!   a standby replica is warm; the HTTP endpoint; leader election; and, while leading, the
-//!   three loops below.
+//!   three loops below. On [`shutdown_signal`] it stops the loops and releases the Lease.
 //! - [`placer`]: the one writer of placements (decisions come from `switchboard-placement`).
 //! - [`nodes`]: node health, `allocated`, the drain finalizer, and waking the placer.
 //! - [`lifetime`]: deleting rooms that stayed empty past `emptyTimeoutSeconds`.
@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod turn;
 pub mod views;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -37,7 +38,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use switchboard_crds::{Room, SfuNode};
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::args::Args;
 use crate::events::EventSink;
@@ -67,6 +68,8 @@ pub enum Error {
     Turn(#[from] turn::TurnError),
     #[error("a background task ended unexpectedly: {0}")]
     TaskEnded(&'static str),
+    #[error("cannot listen for SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,8 +86,32 @@ struct Shared {
     node_wake: Arc<Notify>,
 }
 
-/// Runs the operator until a fatal error.
-pub async fn run(args: Args) -> Result<()> {
+/// How long a stopping operator waits for the apiserver to accept the Lease's release. The
+/// kubelet's grace period (30 s by default) is the outer bound; this leaves most of it unused.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves on SIGTERM (what the kubelet sends to stop a pod) or Ctrl-C.
+///
+/// As PID 1 in a distroless image the operator has no init to act for it: without a handler
+/// the kernel ignores TERM for PID 1, the pod waits out its whole grace period, and the Lease
+/// stays held until it expires, so the standby replica cannot take over until then.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+        }
+    })
+}
+
+/// Runs the operator until `shutdown` resolves or a fatal error. On shutdown the loops that
+/// write (placer, node loop, lifetime, TURN rotation) stop first, then the Lease is released,
+/// so the other replica can lead at once and never overlaps with this one.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
+    tokio::pin!(shutdown);
     // reqwest (health checks) uses rustls without a built-in provider; use ring, as kube does.
     if rustls::crypto::CryptoProvider::get_default().is_none()
         && rustls::crypto::ring::default_provider()
@@ -179,6 +206,7 @@ pub async fn run(args: Args) -> Result<()> {
         });
     }
     let (leading_tx, mut leading) = watch::channel(!args.leader.leader_election);
+    let mut lease_task = None;
     if args.leader.leader_election {
         let lease_namespace = args
             .leader
@@ -194,7 +222,10 @@ pub async fn run(args: Args) -> Result<()> {
                 .with_grace((duration / 3).max(1))
                 .build()
                 .await?;
-        let (mut lease_rx, _lease_task) = manager.watch().await;
+        // The manager releases the Lease when every receiver is gone: aborting the task below
+        // (on shutdown) drops the only one.
+        let (mut lease_rx, task) = manager.watch().await;
+        lease_task = Some(task);
         background.spawn(async move {
             loop {
                 let is_leader = *lease_rx.borrow_and_update();
@@ -209,8 +240,17 @@ pub async fn run(args: Args) -> Result<()> {
 
     // Wait for the first full list of both kinds in one place only: a store's readiness is a
     // one-shot signal that wakes a single waiter.
-    let _ = rooms.wait_until_ready().await;
-    let _ = nodes.wait_until_ready().await;
+    let synced = async {
+        let _ = rooms.wait_until_ready().await;
+        let _ = nodes.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = synced => {}
+        () = &mut shutdown => {
+            stop(None, background, lease_task, &metrics).await;
+            return Ok(());
+        }
+    }
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!("watches synced");
     let prober = Arc::new(Prober::new()?);
@@ -246,6 +286,10 @@ pub async fn run(args: Args) -> Result<()> {
             _ => {}
         }
         tokio::select! {
+            () = &mut shutdown => {
+                stop(reconcilers.take(), background, lease_task, &metrics).await;
+                return Ok(());
+            }
             changed = leading.changed() => {
                 if changed.is_err() {
                     return Err(Error::TaskEnded("leader election"));
@@ -258,6 +302,38 @@ pub async fn run(args: Args) -> Result<()> {
                 return Err(Error::TaskEnded(ended.unwrap_or("reconciler")));
             }
         }
+    }
+}
+
+/// Stops the writers, then everything else, then releases the Lease (if leader election is on)
+/// and waits for the release to reach the apiserver, at most [`RELEASE_TIMEOUT`].
+async fn stop(
+    reconcilers: Option<JoinSet<&'static str>>,
+    mut background: JoinSet<&'static str>,
+    lease_task: Option<JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>>,
+    metrics: &Metrics,
+) {
+    if let Some(mut set) = reconcilers {
+        set.shutdown().await;
+    }
+    metrics.is_leader.set(0);
+    background.shutdown().await;
+    let Some(task) = lease_task else {
+        tracing::info!("stopped");
+        return;
+    };
+    match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("stopped; lease released"),
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "stopped; releasing the lease failed, it expires instead")
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "stopped; the lease task failed, the lease expires instead")
+        }
+        Err(_) => tracing::warn!(
+            timeout_seconds = RELEASE_TIMEOUT.as_secs(),
+            "stopped; the lease release did not finish in time, it expires instead"
+        ),
     }
 }
 
