@@ -24,6 +24,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # no registry to pull from); tests/tests/chart_images.rs builds and runs both images.
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# The kind suite's dockerd runs runc through a wrapper that edits OCI specs with jq.
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -85,9 +87,30 @@ set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run, summed over every test binary.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "\nswitchboard: %d passed, %d failed\n", p, f }' "$log"
+
+# --- kind suite ---------------------------------------------------------------------------
+# tests/e2e/kind.sh: the chart on a kind cluster, offline. It builds and caches the node image
+# (tests/e2e/node/build.sh), starts a dockerd of its own in a network namespace
+# (tests/e2e/dockerd/start.sh, stopped below), and runs the e2e binary's #[ignore]d tests,
+# printing their result lines as `kind test result:`. When it cannot run here it says so and
+# prints `switchboard-kind: skipped N tests: <why>`; those tests stay counted as skipped.
+say "kind suite (tests/e2e/kind.sh)"
+set +e
+bash tests/e2e/kind.sh 2>&1 | tee -a "$log"
+kind_status=${PIPESTATUS[0]}
+bash tests/e2e/dockerd/start.sh stop >/dev/null 2>&1
+set -e
+if [ "$kind_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=$kind_status; fi
+# --- end of the kind suite ----------------------------------------------------------------
+
+# One closing line for the whole run, summed over every test binary. Ignored tests count as
+# skipped, except the kind suite's when kind.sh ran them.
+awk '/^(kind )?test result:/ { for (i = 1; i <= NF; i++) {
+         if ($i ~ /^passed;?$/) { p += $(i-1); if ($1 == "kind") k += $(i-1) }
+         if ($i ~ /^failed;?$/) { f += $(i-1); if ($1 == "kind") k += $(i-1) }
+         if ($i ~ /^ignored;?$/ && $1 != "kind") s += $(i-1) } }
+     /^switchboard-kind: skipped/ { print }
+     END { printf "\nswitchboard: %d passed, %d failed, %d skipped\n", p, f, s - k }' "$log"
 if [ "$status" -ne 0 ]; then
   echo "tests failed after $(( $(date +%s) - started ))s" >&2
   exit "$status"

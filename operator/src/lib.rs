@@ -32,6 +32,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -206,6 +207,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
         });
     }
     let (leading_tx, mut leading) = watch::channel(!args.leader.leader_election);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut lease_task = None;
     if args.leader.leader_election {
         let lease_namespace = args
@@ -222,20 +224,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
                 .with_grace((duration / 3).max(1))
                 .build()
                 .await?;
-        // The manager releases the Lease when every receiver is gone: aborting the task below
-        // (on shutdown) drops the only one.
-        let (mut lease_rx, task) = manager.watch().await;
-        lease_task = Some(task);
-        background.spawn(async move {
-            loop {
-                let is_leader = *lease_rx.borrow_and_update();
-                let _ = leading_tx.send(is_leader);
-                if lease_rx.changed().await.is_err() {
-                    break;
-                }
-            }
-            "leader election"
-        });
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
+        lease_task = Some(tokio::spawn(elect(
+            manager,
+            leases,
+            args.leader.lease_name.clone(),
+            leading_tx,
+            stop_rx,
+        )));
     }
 
     // Wait for the first full list of both kinds in one place only: a store's readiness is a
@@ -247,7 +243,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
     tokio::select! {
         () = synced => {}
         () = &mut shutdown => {
-            stop(None, background, lease_task, &metrics).await;
+            stop(None, background, lease_task.map(|t| (stop_tx, t)), &metrics).await;
             return Ok(());
         }
     }
@@ -287,7 +283,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
         }
         tokio::select! {
             () = &mut shutdown => {
-                stop(reconcilers.take(), background, lease_task, &metrics).await;
+                stop(reconcilers.take(), background, lease_task.map(|t| (stop_tx, t)), &metrics).await;
                 return Ok(());
             }
             changed = leading.changed() => {
@@ -310,7 +306,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
 async fn stop(
     reconcilers: Option<JoinSet<&'static str>>,
     mut background: JoinSet<&'static str>,
-    lease_task: Option<JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>>,
+    lease: Option<(
+        watch::Sender<bool>,
+        JoinHandle<kube_lease_manager::Result<()>>,
+    )>,
     metrics: &Metrics,
 ) {
     if let Some(mut set) = reconcilers {
@@ -318,12 +317,13 @@ async fn stop(
     }
     metrics.is_leader.set(0);
     background.shutdown().await;
-    let Some(task) = lease_task else {
+    let Some((stop, task)) = lease else {
         tracing::info!("stopped");
         return;
     };
+    let _ = stop.send(true);
     match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
-        Ok(Ok(Ok(_))) => tracing::info!("stopped; lease released"),
+        Ok(Ok(Ok(()))) => tracing::info!("stopped; lease released"),
         Ok(Ok(Err(error))) => {
             tracing::warn!(%error, "stopped; releasing the lease failed, it expires instead")
         }
@@ -335,6 +335,73 @@ async fn stop(
             "stopped; the lease release did not finish in time, it expires instead"
         ),
     }
+}
+
+/// How often a standby replica looks for a released Lease.
+const RELEASED_LEASE_POLL: Duration = Duration::from_secs(1);
+
+/// Leader election: sends whether this replica leads to `leading` until `stop` turns true, then
+/// releases the Lease if it holds it.
+///
+/// kube-lease-manager's standby sleeps until the Lease it last read would expire, so on its own
+/// it would notice a released Lease only that late: a clean stop of the leader would cost as
+/// much as a crash. So while standing by this reads the Lease every [`RELEASED_LEASE_POLL`] and,
+/// once it has no holder, has the manager re-read it (its `release` re-reads, and writes only a
+/// Lease that is ours or expired) and try to take it at once.
+async fn elect(
+    manager: kube_lease_manager::LeaseManager,
+    leases: Api<Lease>,
+    name: String,
+    leading: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> kube_lease_manager::Result<()> {
+    let mut leader = false;
+    loop {
+        let released = async {
+            if leader {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(RELEASED_LEASE_POLL).await;
+                match leases.get(&name).await {
+                    Ok(lease)
+                        if lease
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.holder_identity.as_ref())
+                            .is_none() =>
+                    {
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, lease = %name, "cannot read the lease"),
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            changed = manager.changed() => match changed {
+                Ok(now) => {
+                    leader = now;
+                    if leading.send(now).is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, lease = %name, "leader election: retrying");
+                    tokio::time::sleep(RELEASED_LEASE_POLL).await;
+                }
+            },
+            () = released => {
+                tracing::info!(lease = %name, "the lease was released: taking it");
+                if let Err(error) = manager.release().await {
+                    tracing::debug!(%error, lease = %name, "cannot re-read the lease");
+                }
+            }
+        }
+    }
+    manager.release().await
 }
 
 fn start_reconcilers(

@@ -9,6 +9,9 @@
 #   switchboard-local/builder:<rustc>-<lock>  that + the crates Cargo.lock names, from this
 #                                        machine's cargo cache (the build runs offline)
 #
+#   switchboard-local/e2e-tools:bookworm  with WITH_E2E_TOOLS=1: minbase Debian + redis-server
+#                                        and wget, the kind suite's Redis and `helm test` image
+#
 # Bases are built once and kept (the builder again when Cargo.lock changes, replacing the old
 # one); the images are tagged switchboard/{operator,signaling}:local.
 # Needs root (debootstrap), a running dockerd, rustc and cargo. CARGO_PROFILE (default dev)
@@ -78,4 +81,12 @@ for component in operator signaling; do
 done
 # Intermediate build stages are not kept: they hold a whole target directory.
 docker image prune -f >/dev/null
-echo "switchboard/operator:local switchboard/signaling:local"
+tools=switchboard-local/e2e-tools:bookworm
+if [ "${WITH_E2E_TOOLS:-0}" = 1 ] && ! docker image inspect "$tools" >/dev/null 2>&1; then
+  extra= import_debian "$tools" "redis-server,wget"
+fi
+if [ "${WITH_E2E_TOOLS:-0}" = 1 ]; then
+  echo "switchboard/operator:local switchboard/signaling:local $tools"
+else
+  echo "switchboard/operator:local switchboard/signaling:local"
+fi
