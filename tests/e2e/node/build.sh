@@ -201,9 +201,13 @@ rm -rf "$root/var/lib/containerd/io.containerd.runtime.v2.task" "$root/var/lib/c
 say "docker import $image"
 tar -C "$root" --numeric-owner -c . | docker import \
   --change 'ENV container=docker' \
-  --change 'STOPSIGNAL SIGRTMIN+3' \
   --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
-  - "$image" >&2
+  - "$image-rootfs" >&2
+# systemd stops on SIGRTMIN+3, not TERM; `docker import` cannot set a stop signal.
+mkdir -p "$work/stop"
+printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$image-rootfs" >"$work/stop/Dockerfile"
+DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/stop" >&2
+docker rmi "$image-rootfs" >/dev/null
 # Older node images of this script are dead weight.
 docker images --format '{{.Repository}}:{{.Tag}}' switchboard-local/kind-node | grep -vx "$image" |
   xargs -r docker rmi >&2 || true
