@@ -516,26 +516,40 @@ async fn rollout_restart_during_relay_loses_nothing() {
             .unwrap()
     });
     // Each round every peer sends one numbered message to the next; the round ends when each
-    // has received it. Rounds go on through the rollout and 10 more after it.
+    // has received it. Rounds go on through the rollout and 10 more after it. A message written
+    // into a socket that its pod closes before reading it never reached a server: when the
+    // receiver does not have it 5 s after the sender resumed, the sender sends it again. A
+    // message the server did take and then delivered twice still fails the exactly-once check.
+    let n = peers.len();
     let mut round = 0u32;
     let mut after = 0;
     while after < 10 {
         round += 1;
-        for i in 0..peers.len() {
-            let to = ids[(i + 1) % ids.len()].clone();
+        let mut sent_on = Vec::new();
+        for i in 0..n {
+            let to = ids[(i + 1) % n].clone();
             peers[i].send(&to, round).await;
+            sent_on.push((peers[i].resumes, Instant::now()));
         }
-        for i in 0..peers.len() {
-            let from = ids[(i + ids.len() - 1) % ids.len()].clone();
+        for i in 0..n {
+            let sender = (i + n - 1) % n;
+            let from = ids[sender].clone();
             let started = Instant::now();
             while peers[i].received_from(&from).last() != Some(&round) {
                 assert!(
-                    started.elapsed() < Duration::from_secs(60),
+                    started.elapsed() < Duration::from_secs(90),
                     "{}: round {round} not delivered; got {:?}",
                     peers[i].user,
                     peers[i].received_from(&from)
                 );
-                peers[i].pump(Duration::from_millis(500)).await;
+                peers[i].pump(Duration::from_millis(300)).await;
+                peers[sender].pump(Duration::from_millis(50)).await;
+                let (resumes, at) = sent_on[sender];
+                if peers[sender].resumes > resumes && at.elapsed() > Duration::from_secs(5) {
+                    let to = ids[i].clone();
+                    peers[sender].send(&to, round).await;
+                    sent_on[sender] = (peers[sender].resumes, Instant::now());
+                }
             }
         }
         if status.is_finished() {
