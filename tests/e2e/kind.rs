@@ -110,6 +110,25 @@ impl Cluster {
         )
     }
 
+    /// Waits (at most 3 minutes) until exactly `count` pods of a component are Ready: an
+    /// earlier test may have deleted or restarted some.
+    async fn wait_ready(&self, component: &str, count: usize) -> Vec<String> {
+        wait_for(
+            &format!("{count} Ready {component} pods"),
+            Duration::from_secs(180),
+            || async {
+                let pods = self.ready_pods(component).await;
+                if pods.len() == count {
+                    Ok(pods)
+                } else {
+                    Err(format!("{pods:?}"))
+                }
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     /// The Ready pods of a component, by name.
     async fn ready_pods(&self, component: &str) -> Vec<String> {
         let pods: Api<Pod> = Api::namespaced(self.client(None).await, &self.namespace);
@@ -234,8 +253,8 @@ async fn pods_ready_under_restricted_pod_security() {
             .map(String::as_str),
         Some("restricted")
     );
-    assert_eq!(cluster.ready_pods("operator").await.len(), 2);
-    assert_eq!(cluster.ready_pods("signaling").await.len(), 2);
+    cluster.wait_ready("operator", 2).await;
+    cluster.wait_ready("signaling", 2).await;
     let pods: Api<Pod> = Api::namespaced(client, &cluster.namespace);
     let selector = format!("app.kubernetes.io/instance={}", cluster.release);
     for pod in pods
@@ -275,8 +294,7 @@ async fn pods_ready_under_restricted_pod_security() {
 async fn applied_room_is_placed_and_clients_on_two_pods_relay() {
     let cluster = cluster();
     let node = placed_room(&cluster, "e2e-room", Duration::from_secs(60)).await;
-    let pods = cluster.ready_pods("signaling").await;
-    assert_eq!(pods.len(), 2, "{pods:?}");
+    let pods = cluster.wait_ready("signaling", 2).await;
     let (to_a, to_b) = (
         PortForward::pod(&cluster, &pods[0]),
         PortForward::pod(&cluster, &pods[1]),
@@ -501,7 +519,7 @@ async fn rollout_restart_during_relay_loses_nothing() {
         );
     }
     let ids: Vec<Value> = peers.iter().map(|p| p.id.clone()).collect();
-    let old_pods = cluster.ready_pods("signaling").await;
+    let old_pods = cluster.wait_ready("signaling", 2).await;
     let deployment = format!("deployment/{}-switchboard-signaling", cluster.release);
     cluster.kubectl(&["rollout", "restart", &deployment], None);
     let kubeconfig = cluster.kubeconfig.clone();
@@ -585,8 +603,7 @@ async fn rollout_restart_during_relay_loses_nothing() {
 async fn force_deleted_pod_loses_nothing() {
     let cluster = cluster();
     placed_room(&cluster, "e2e-force", Duration::from_secs(60)).await;
-    let pods = cluster.ready_pods("signaling").await;
-    assert_eq!(pods.len(), 2, "{pods:?}");
+    let pods = cluster.wait_ready("signaling", 2).await;
     let (victim, other) = (
         PortForward::pod(&cluster, &pods[0]),
         PortForward::pod(&cluster, &pods[1]),
@@ -659,6 +676,7 @@ async fn force_deleted_pod_loses_nothing() {
 async fn deleting_the_operator_leader_hands_over() {
     let cluster = cluster();
     placed_room(&cluster, "e2e-before-takeover", Duration::from_secs(60)).await;
+    let pods = cluster.wait_ready("operator", 2).await;
     let leases: Api<Lease> = Api::namespaced(cluster.client(None).await, &cluster.namespace);
     let lease = format!("{}-switchboard-operator", cluster.release);
     let holder = leases
@@ -668,7 +686,6 @@ async fn deleting_the_operator_leader_hands_over() {
         .spec
         .and_then(|s| s.holder_identity)
         .unwrap();
-    let pods = cluster.ready_pods("operator").await;
     assert!(pods.contains(&holder), "holder {holder} not in {pods:?}");
     let deleted = Instant::now();
     cluster.kubectl(&["delete", "pod", &holder, "--wait=false"], None);
