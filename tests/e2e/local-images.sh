@@ -73,9 +73,17 @@ if ! docker image inspect "$builder" >/dev/null 2>&1; then
   docker images --format '{{.Repository}}:{{.Tag}}' switchboard-local/builder |
     grep -vx "$builder" | xargs -r docker rmi >&2 || true
 fi
+# What the images are built from: a warm run whose sources did not change skips the build (the
+# intermediate stages are pruned below, so Docker's own cache would not).
+source=$( (echo "$profile $builder $runtime"; git ls-files -z -- Dockerfile Cargo.toml Cargo.lock crds operator signaling tests/Cargo.toml |
+  xargs -0 sha256sum) | sha256sum | cut -c1-16)
 for component in operator signaling; do
+  if [ "$(docker image inspect -f '{{index .Config.Labels "dev.switchboard.source"}}' "switchboard/$component:local" 2>/dev/null)" = "$source" ]; then
+    say "switchboard/$component:local is up to date ($source)"
+    continue
+  fi
   say "docker build $component ($profile)"
-  docker build -q --target "$component" \
+  docker build -q --target "$component" --label "dev.switchboard.source=$source" \
     --build-arg "BUILDER_IMAGE=$builder" --build-arg "RUNTIME_IMAGE=$runtime" \
     --build-arg "CARGO_PROFILE=$profile" -t "switchboard/$component:local" . >&2
 done
