@@ -147,6 +147,25 @@ impl Cluster {
     }
 }
 
+/// Prints how long a test took when it ends, for the suite's stage timings.
+struct Timed(&'static str, Instant);
+
+impl Timed {
+    fn start(name: &'static str) -> Timed {
+        Timed(name, Instant::now())
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        eprintln!(
+            "kind check {}: {:.1}s",
+            self.0,
+            self.1.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -240,6 +259,7 @@ async fn placed_room(cluster: &Cluster, room: &str, within: Duration) -> String 
 #[ignore = "needs the kind cluster of tests/e2e/kind.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_ready_under_restricted_pod_security() {
+    let _timed = Timed::start("pods_ready_under_restricted_pod_security");
     let cluster = cluster();
     let client = cluster.client(None).await;
     let namespace = Api::<Namespace>::all(client.clone())
@@ -292,6 +312,7 @@ async fn pods_ready_under_restricted_pod_security() {
 #[ignore = "needs the kind cluster of tests/e2e/kind.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applied_room_is_placed_and_clients_on_two_pods_relay() {
+    let _timed = Timed::start("applied_room_is_placed_and_clients_on_two_pods_relay");
     let cluster = cluster();
     let node = placed_room(&cluster, "e2e-room", Duration::from_secs(60)).await;
     let pods = cluster.wait_ready("signaling", 2).await;
@@ -507,6 +528,7 @@ impl Peer {
 #[ignore = "needs the kind cluster of tests/e2e/kind.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_restart_during_relay_loses_nothing() {
+    let _timed = Timed::start("rollout_restart_during_relay_loses_nothing");
     let cluster = cluster();
     placed_room(&cluster, "e2e-rollout", Duration::from_secs(60)).await;
     let users = ["u0", "u1", "u2", "u3"];
@@ -601,6 +623,7 @@ async fn rollout_restart_during_relay_loses_nothing() {
 #[ignore = "needs the kind cluster of tests/e2e/kind.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_deleted_pod_loses_nothing() {
+    let _timed = Timed::start("force_deleted_pod_loses_nothing");
     let cluster = cluster();
     placed_room(&cluster, "e2e-force", Duration::from_secs(60)).await;
     let pods = cluster.wait_ready("signaling", 2).await;
@@ -674,6 +697,7 @@ async fn force_deleted_pod_loses_nothing() {
 #[ignore = "needs the kind cluster of tests/e2e/kind.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_operator_leader_hands_over() {
+    let _timed = Timed::start("deleting_the_operator_leader_hands_over");
     let cluster = cluster();
     placed_room(&cluster, "e2e-before-takeover", Duration::from_secs(60)).await;
     let pods = cluster.wait_ready("operator", 2).await;
