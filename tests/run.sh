@@ -27,6 +27,8 @@ command -v janus >/dev/null 2>&1 || missing+=(janus)
 # no registry to pull from); tests/tests/chart_images.rs builds and runs both images.
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# The kind suite's dockerd runs runc through a wrapper that edits OCI specs with jq.
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -92,11 +94,32 @@ set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run, summed over every test binary. A skipped test reports
-# "ok" to the test harness, so it is taken out of "passed" and counted on its own.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+
+# --- kind suite ---------------------------------------------------------------------------
+# tests/e2e/kind.sh: the chart on a kind cluster, offline. It builds and caches the node image
+# (tests/e2e/node/build.sh), starts a dockerd of its own in a network namespace
+# (tests/e2e/dockerd/start.sh, stopped below), and runs the e2e binary's #[ignore]d tests,
+# printing their result lines as `kind test result:`. When it cannot run here it says so and
+# prints `switchboard-kind: skipped N tests: <why>`; those tests stay counted as skipped.
+say "kind suite (tests/e2e/kind.sh)"
+set +e
+bash tests/e2e/kind.sh 2>&1 | tee -a "$log"
+kind_status=${PIPESTATUS[0]}
+bash tests/e2e/dockerd/start.sh stop >/dev/null 2>&1
+set -e
+if [ "$kind_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=$kind_status; fi
+# --- end of the kind suite ----------------------------------------------------------------
+
+# One closing line for the whole run, summed over every test binary. A test skipped by its
+# prerequisite gate reports "ok" to the test harness, so it is taken out of "passed" and counted
+# as skipped; ignored tests count as skipped too, except the kind suite's when kind.sh ran them.
+awk '/^(kind )?test result:/ { for (i = 1; i <= NF; i++) {
+         if ($i ~ /^passed;?$/) { p += $(i-1); if ($1 == "kind") k += $(i-1) }
+         if ($i ~ /^failed;?$/) { f += $(i-1); if ($1 == "kind") k += $(i-1) }
+         if ($i ~ /^ignored;?$/ && $1 != "kind") ig += $(i-1) } }
      /switchboard: skipped / { s++ }
-     END { printf "\nswitchboard: %d passed, %d failed, %d skipped\n", p - s, f, s }' "$log"
+     /^switchboard-kind: skipped/ { print }
+     END { printf "\nswitchboard: %d passed, %d failed, %d skipped\n", p - s, f, s + ig - k }' "$log"
 # Test binaries that failed, including any that died before printing a result line.
 sed -n '/^error: [0-9]* targets\{0,1\} failed:/,$p' "$log" >&2
 if [ "$status" -ne 0 ]; then

@@ -3,7 +3,7 @@
 //! Layout, from the outside in:
 //! - [`run`] wires everything: watches (reflectors) for Rooms and SfuNodes that always run, so
 //!   a standby replica is warm; the HTTP endpoint; leader election; and, while leading, the
-//!   three loops below.
+//!   three loops below. On [`shutdown_signal`] it stops the loops and releases the Lease.
 //! - [`placer`]: the one writer of placements; it applies what [`plan::placement`] decides.
 //! - [`nodes`]: node health, `allocated`, the drain finalizer, and waking the placer; it applies
 //!   what [`plan::node`] decides.
@@ -30,18 +30,20 @@ pub mod telemetry;
 pub mod turn_rotation;
 pub mod views;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use switchboard_crds::{Room, SfuNode};
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::args::Args;
 use crate::events::EventSink;
@@ -72,6 +74,8 @@ pub enum Error {
     Turn(#[from] turn_rotation::TurnError),
     #[error("a background task ended unexpectedly: {0}")]
     TaskEnded(&'static str),
+    #[error("cannot listen for SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,8 +92,32 @@ struct Shared {
     node_wake: Arc<Notify>,
 }
 
-/// Runs the operator until a fatal error.
-pub async fn run(args: Args) -> Result<()> {
+/// How long a stopping operator waits for the apiserver to accept the Lease's release. The
+/// kubelet's grace period (30 s by default) is the outer bound; this leaves most of it unused.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves on SIGTERM (what the kubelet sends to stop a pod) or Ctrl-C.
+///
+/// As PID 1 in a distroless image the operator has no init to act for it: without a handler
+/// the kernel ignores TERM for PID 1, the pod waits out its whole grace period, and the Lease
+/// stays held until it expires, so the standby replica cannot take over until then.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+        }
+    })
+}
+
+/// Runs the operator until `shutdown` resolves or a fatal error. On shutdown the loops that
+/// write (placer, node loop, lifetime, TURN rotation) stop first, then the Lease is released,
+/// so the other replica can lead at once and never overlaps with this one.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
+    tokio::pin!(shutdown);
     // reqwest (health checks) uses rustls without a built-in provider; use ring, as kube does.
     if rustls::crypto::CryptoProvider::get_default().is_none()
         && rustls::crypto::ring::default_provider()
@@ -184,6 +212,8 @@ pub async fn run(args: Args) -> Result<()> {
         });
     }
     let (leading_tx, mut leading) = watch::channel(!args.leader.leader_election);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut lease_task = None;
     if args.leader.leader_election {
         let lease_namespace = args
             .leader
@@ -199,23 +229,29 @@ pub async fn run(args: Args) -> Result<()> {
                 .with_grace((duration / 3).max(1))
                 .build()
                 .await?;
-        let (mut lease_rx, _lease_task) = manager.watch().await;
-        background.spawn(async move {
-            loop {
-                let is_leader = *lease_rx.borrow_and_update();
-                let _ = leading_tx.send(is_leader);
-                if lease_rx.changed().await.is_err() {
-                    break;
-                }
-            }
-            "leader election"
-        });
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
+        lease_task = Some(tokio::spawn(elect(
+            manager,
+            leases,
+            args.leader.lease_name.clone(),
+            leading_tx,
+            stop_rx,
+        )));
     }
 
     // Wait for the first full list of both kinds in one place only: a store's readiness is a
     // one-shot signal that wakes a single waiter.
-    let _ = rooms.wait_until_ready().await;
-    let _ = nodes.wait_until_ready().await;
+    let synced = async {
+        let _ = rooms.wait_until_ready().await;
+        let _ = nodes.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = synced => {}
+        () = &mut shutdown => {
+            stop(None, background, lease_task.map(|t| (stop_tx, t)), &metrics).await;
+            return Ok(());
+        }
+    }
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!("watches synced");
     let prober = Arc::new(Prober::new()?);
@@ -257,6 +293,10 @@ pub async fn run(args: Args) -> Result<()> {
             _ => {}
         }
         tokio::select! {
+            () = &mut shutdown => {
+                stop(reconcilers.take(), background, lease_task.map(|t| (stop_tx, t)), &metrics).await;
+                return Ok(());
+            }
             changed = leading.changed() => {
                 if changed.is_err() {
                     return Err(Error::TaskEnded("leader election"));
@@ -270,6 +310,109 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
     }
+}
+
+/// Stops the writers, then everything else, then releases the Lease (if leader election is on)
+/// and waits for the release to reach the apiserver, at most [`RELEASE_TIMEOUT`].
+async fn stop(
+    reconcilers: Option<JoinSet<&'static str>>,
+    mut background: JoinSet<&'static str>,
+    lease: Option<(
+        watch::Sender<bool>,
+        JoinHandle<kube_lease_manager::Result<()>>,
+    )>,
+    metrics: &Metrics,
+) {
+    if let Some(mut set) = reconcilers {
+        set.shutdown().await;
+    }
+    metrics.is_leader.set(0);
+    background.shutdown().await;
+    let Some((stop, task)) = lease else {
+        tracing::info!("stopped");
+        return;
+    };
+    let _ = stop.send(true);
+    match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped; lease released"),
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "stopped; releasing the lease failed, it expires instead")
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "stopped; the lease task failed, the lease expires instead")
+        }
+        Err(_) => tracing::warn!(
+            timeout_seconds = RELEASE_TIMEOUT.as_secs(),
+            "stopped; the lease release did not finish in time, it expires instead"
+        ),
+    }
+}
+
+/// How often a standby replica looks for a released Lease.
+const RELEASED_LEASE_POLL: Duration = Duration::from_secs(1);
+
+/// Leader election: sends whether this replica leads to `leading` until `stop` turns true, then
+/// releases the Lease if it holds it.
+///
+/// kube-lease-manager's standby sleeps until the Lease it last read would expire, so on its own
+/// it would notice a released Lease only that late: a clean stop of the leader would cost as
+/// much as a crash. So while standing by this reads the Lease every [`RELEASED_LEASE_POLL`] and,
+/// once it has no holder, has the manager re-read it (its `release` re-reads, and writes only a
+/// Lease that is ours or expired) and try to take it at once.
+async fn elect(
+    manager: kube_lease_manager::LeaseManager,
+    leases: Api<Lease>,
+    name: String,
+    leading: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> kube_lease_manager::Result<()> {
+    let mut leader = false;
+    loop {
+        let released = async {
+            if leader {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(RELEASED_LEASE_POLL).await;
+                match leases.get(&name).await {
+                    Ok(lease)
+                        if lease
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.holder_identity.as_ref())
+                            .is_none() =>
+                    {
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, lease = %name, "cannot read the lease"),
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            changed = manager.changed() => match changed {
+                Ok(now) => {
+                    leader = now;
+                    if leading.send(now).is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, lease = %name, "leader election: retrying");
+                    tokio::time::sleep(RELEASED_LEASE_POLL).await;
+                }
+            },
+            () = released => {
+                tracing::info!(lease = %name, "the lease was released: taking it");
+                if let Err(error) = manager.release().await {
+                    tracing::debug!(%error, lease = %name, "cannot re-read the lease");
+                }
+            }
+        }
+    }
+    manager.release().await
 }
 
 fn start_reconcilers(

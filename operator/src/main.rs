@@ -1,4 +1,4 @@
-//! `switchboard-operator` entry point: parse configuration, start logging, run.
+//! `switchboard-operator` entry point: parse configuration, start logging, run until SIGTERM.
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -7,7 +7,11 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     let args = switchboard_operator::args::Args::parse();
     switchboard_operator::telemetry::init(args.log.log_format);
-    match switchboard_operator::run(args).await {
+    let result = match switchboard_operator::shutdown_signal() {
+        Ok(shutdown) => switchboard_operator::run(args, shutdown).await,
+        Err(error) => Err(error),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "operator stopped");

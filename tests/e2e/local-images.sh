@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Builds the operator and signaling images with their Dockerfiles on a machine without a
-# container registry: the base images are made locally (Debian bookworm by debootstrap, brought
-# in with `docker import`) and passed as the Dockerfiles' BUILDER_IMAGE and RUNTIME_IMAGE.
+# Builds the operator and signaling images (the root Dockerfile's two targets) on a machine
+# without a container registry: the base images are made locally (Debian bookworm by
+# debootstrap, brought in with `docker import`) and passed as BUILDER_IMAGE and RUNTIME_IMAGE.
 #
 #   switchboard-local/runtime:bookworm-ca  minbase Debian (glibc, libgcc, CA certificates): the
 #                                        run stage
 #   switchboard-local/rust:<rustc>       minbase Debian + gcc + this machine's Rust toolchain
 #   switchboard-local/builder:<rustc>-<lock>  that + the crates Cargo.lock names, from this
 #                                        machine's cargo cache (the build runs offline)
+#
+#   switchboard-local/e2e-tools:bookworm  with WITH_E2E_TOOLS=1: minbase Debian + redis-server
+#                                        and wget, the kind suite's Redis and `helm test` image
 #
 # Bases are built once and kept (the builder again when Cargo.lock changes, replacing the old
 # one); the images are tagged switchboard/{operator,signaling}:local.
@@ -70,12 +73,28 @@ if ! docker image inspect "$builder" >/dev/null 2>&1; then
   docker images --format '{{.Repository}}:{{.Tag}}' switchboard-local/builder |
     grep -vx "$builder" | xargs -r docker rmi >&2 || true
 fi
+# What the images are built from: a warm run whose sources did not change skips the build (the
+# intermediate stages are pruned below, so Docker's own cache would not).
+source=$( (echo "$profile $builder $runtime"; git ls-files -z -- Dockerfile Cargo.toml Cargo.lock crds operator signaling tests/Cargo.toml |
+  xargs -0 sha256sum) | sha256sum | cut -c1-16)
 for component in operator signaling; do
+  if [ "$(docker image inspect -f '{{index .Config.Labels "dev.switchboard.source"}}' "switchboard/$component:local" 2>/dev/null)" = "$source" ]; then
+    say "switchboard/$component:local is up to date ($source)"
+    continue
+  fi
   say "docker build $component ($profile)"
-  docker build -q -f "$component/Dockerfile" \
+  docker build -q --target "$component" --label "dev.switchboard.source=$source" \
     --build-arg "BUILDER_IMAGE=$builder" --build-arg "RUNTIME_IMAGE=$runtime" \
     --build-arg "CARGO_PROFILE=$profile" -t "switchboard/$component:local" . >&2
 done
 # Intermediate build stages are not kept: they hold a whole target directory.
 docker image prune -f >/dev/null
-echo "switchboard/operator:local switchboard/signaling:local"
+tools=switchboard-local/e2e-tools:bookworm
+if [ "${WITH_E2E_TOOLS:-0}" = 1 ] && ! docker image inspect "$tools" >/dev/null 2>&1; then
+  extra= import_debian "$tools" "redis-server,wget"
+fi
+if [ "${WITH_E2E_TOOLS:-0}" = 1 ]; then
+  echo "switchboard/operator:local switchboard/signaling:local $tools"
+else
+  echo "switchboard/operator:local switchboard/signaling:local"
+fi

@@ -57,6 +57,12 @@ pub enum HarnessError {
         status: std::process::ExitStatus,
         log_tail: String,
     },
+    #[error("{what} still runs {seconds}s after SIGTERM; last lines of its log:\n{log_tail}")]
+    StillRunning {
+        what: &'static str,
+        seconds: u64,
+        log_tail: String,
+    },
     #[error("building the control plane failed: {0}")]
     Build(String),
     #[error("kubernetes client: {0}")]

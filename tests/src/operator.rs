@@ -79,6 +79,11 @@ impl OperatorProcess {
         self.process.kill();
     }
 
+    /// Stops it with SIGTERM, as the kubelet stops a pod, and waits up to `within` for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        self.process.terminate(within)
+    }
+
     /// The `/metrics` text.
     pub fn metrics(&self) -> Result<String> {
         get(self.port, "/metrics").map(|(_, body)| body)

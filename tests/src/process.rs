@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::{HarnessError, Result};
 
@@ -98,6 +99,39 @@ impl ChildProcess {
     /// Path of the log file.
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a pod, and waits up to `within` for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let signal_error = |source: std::io::Error| HarnessError::Io {
+            action: format!("send SIGTERM to {}", self.name),
+            source,
+        };
+        let pid =
+            i32::try_from(self.child.id()).map_err(|e| signal_error(std::io::Error::other(e)))?;
+        kill(Pid::from_raw(pid), Signal::SIGTERM).map_err(|e| signal_error(e.into()))?;
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    return Err(HarnessError::StillRunning {
+                        what: self.name,
+                        seconds: within.as_secs(),
+                        log_tail: self.log_tail(15),
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(source) => {
+                    return Err(HarnessError::Io {
+                        action: format!("poll {}", self.name),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     /// Kills the process with SIGKILL and reaps it.

@@ -293,6 +293,34 @@ impl Client {
         }
     }
 
+    /// The next JSON message if one arrives within `wait`; `Ok(None)` if none does.
+    pub async fn recv_within(
+        &mut self,
+        wait: Duration,
+    ) -> std::result::Result<Option<Value>, String> {
+        loop {
+            let Ok(frame) = tokio::time::timeout(wait, self.ws.next()).await else {
+                return Ok(None);
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str())
+                        .map(Some)
+                        .map_err(|e| e.to_string());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(format!(
+                        "closed: {:?}",
+                        frame.map(|f: CloseFrame| u16::from(f.code))
+                    ));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("stream ended".into()),
+            }
+        }
+    }
+
     /// Skips messages until one of type `kind`.
     pub async fn recv_type(&mut self, kind: &str) -> std::result::Result<Value, String> {
         for _ in 0..100 {

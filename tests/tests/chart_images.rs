@@ -1,4 +1,4 @@
-//! The images, built from `operator/Dockerfile` and `signaling/Dockerfile` on local Debian bases
+//! The images, built from the root `Dockerfile`'s two targets on local Debian bases
 //! (`tests/e2e/local-images.sh`; there is no registry to pull from) and run the way the chart
 //! runs them: as user 65532, read-only root filesystem, no capabilities. Signaling serves
 //! `/readyz` against the test Redis and relays a join, offer and answer; the operator syncs its
@@ -82,7 +82,7 @@ impl Drop for Container {
     }
 }
 
-/// Proves both Dockerfiles build on local bases into non-root images that serve as the chart
+/// Proves both targets of the Dockerfile build on local bases into non-root images that serve as the chart
 /// runs them: signaling ready on Redis and relaying offer and answer, the operator ready on the
 /// apiserver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

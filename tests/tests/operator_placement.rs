@@ -6,9 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -856,6 +857,93 @@ async fn standby_takes_over_when_the_leader_is_killed() {
             .lines()
             .any(|l| l == "switchboard_operator_is_leader 1")
     );
+}
+
+/// Proves a SIGTERMed leader exits at once, cleanly, releasing its Lease: the standby leads and
+/// places a new Room long before the Lease (30 s) could have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
+    let env = env().await;
+    env.nodes
+        .create(
+            &PostParams::default(),
+            &sfu_node("sfu", "eu", 100, json!({})),
+        )
+        .await
+        .unwrap();
+    let args = |id: &str| {
+        let mut a: Vec<String> = fast_args(NS)
+            .into_iter()
+            .filter(|a| !a.starts_with("--leader-election"))
+            .collect();
+        a.extend([
+            format!("--identity={id}"),
+            "--lease-duration-seconds=30".into(),
+        ]);
+        a
+    };
+    let mut one = OperatorProcess::start(&env.cp, &args("one")).unwrap();
+    let mut two = OperatorProcess::start(&env.cp, &args("two")).unwrap();
+    nodes_schedulable(&env.nodes, 1).await;
+    let lead = |p: &OperatorProcess| {
+        p.metrics()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == "switchboard_operator_is_leader 1")
+    };
+    let first = wait_for("exactly one leader", Duration::from_secs(40), || async {
+        match (lead(&one), lead(&two)) {
+            (true, false) => Ok("one"),
+            (false, true) => Ok("two"),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    create_rooms(&env.rooms, vec![room("before", 2, json!({}))], 1).await;
+    all_decided(&env.rooms, 1, Duration::from_secs(20)).await;
+
+    let (leader, survivor) = if first == "one" {
+        (&mut one, &two)
+    } else {
+        (&mut two, &one)
+    };
+    let signalled = Instant::now();
+    let status = leader.terminate(Duration::from_secs(10)).unwrap();
+    let exit_after = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        leader.log_tail(20)
+    );
+    assert!(
+        exit_after < Duration::from_secs(6),
+        "exited after {exit_after:?}"
+    );
+    let log = std::fs::read_to_string(leader.log_path()).unwrap();
+    assert!(log.contains("lease released"), "{}", leader.log_tail(20));
+    let leases: Api<Lease> = Api::namespaced(env.cp.client().await.unwrap(), NS);
+    let holder = leases
+        .get("switchboard-operator")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_ne!(
+        holder.as_deref(),
+        Some(first),
+        "the stopped replica still holds the lease"
+    );
+
+    create_rooms(&env.rooms, vec![room("after", 2, json!({}))], 1).await;
+    let rooms = all_decided(&env.rooms, 2, Duration::from_secs(30)).await;
+    let takeover = signalled.elapsed();
+    assert!(rooms.iter().all(|r| node_of(r).as_deref() == Some("sfu")));
+    assert!(
+        takeover < Duration::from_secs(10),
+        "the new Room waited {takeover:?} for the standby (lease duration 30 s)"
+    );
+    assert!(lead(survivor));
 }
 
 /// Proves an invalid spec gets a clear condition and Event, and the queue keeps going.
