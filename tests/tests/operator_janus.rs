@@ -76,7 +76,7 @@ async fn both_ready(nodes: &Api<SfuNode>) {
             &format!("{node} Ready from Janus's info endpoint"),
             WAIT,
             || async {
-                match node_condition(&nodes, node, conditions::READY).await {
+                match node_condition(nodes, node, conditions::READY).await {
                     Some((s, r)) if s == "True" && r == "HealthCheckPassing" => Ok(()),
                     other => Err(format!("{other:?}")),
                 }
@@ -123,7 +123,7 @@ async fn rooms_live_on_exactly_their_janus_node() {
     // A has more capacity, so least-loaded places the first room there.
     register(&client, &a, "sfu-a", 10).await;
     register(&client, &b, "sfu-b", 5).await;
-    let operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
+    let _operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
     let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
     let rooms: Api<Room> = Api::namespaced(client.clone(), NS);
     both_ready(&nodes).await;
