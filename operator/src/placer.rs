@@ -376,8 +376,9 @@ async fn write_node_then_rooms(
     }
 }
 
-/// Provisions the room on its SFU when the node's kind needs it (finalizer first, so the SFU
-/// room cannot outlive the Room unnoticed). Returns the resourceVersion the status write must
+/// Provisions the room on its SFU when the node's kind needs it: first the conditional
+/// finalizer write (so the SFU room cannot outlive the Room unnoticed, and so a decision made
+/// from a stale view of the Room gets 409 before it creates anything), then the SFU room. Returns the resourceVersion the status write must
 /// carry, or `None` when the room went back on the queue.
 async fn provision(
     sfu: &Sfu,

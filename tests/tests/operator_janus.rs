@@ -68,6 +68,25 @@ async fn node_condition(nodes: &Api<SfuNode>, node: &str, type_: &str) -> Option
     Some((c.status, c.reason))
 }
 
+/// Waits until both nodes are Ready from Janus's own info endpoint, so placement is decided
+/// by load alone.
+async fn both_ready(nodes: &Api<SfuNode>) {
+    for node in ["sfu-a", "sfu-b"] {
+        wait_for(
+            &format!("{node} Ready from Janus's info endpoint"),
+            WAIT,
+            || async {
+                match node_condition(nodes, node, conditions::READY).await {
+                    Some((s, r)) if s == "True" && r == "HealthCheckPassing" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
 /// Waits until the room is Placed on `node` and Provisioned; returns it.
 async fn placed_on(rooms: &Api<Room>, name: &str, node: &str) -> Room {
     wait_for(
@@ -107,20 +126,7 @@ async fn rooms_live_on_exactly_their_janus_node() {
     let _operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
     let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
     let rooms: Api<Room> = Api::namespaced(client.clone(), NS);
-    for node in ["sfu-a", "sfu-b"] {
-        wait_for(
-            &format!("{node} Ready from Janus's info endpoint"),
-            WAIT,
-            || async {
-                match node_condition(&nodes, node, conditions::READY).await {
-                    Some((s, r)) if s == "True" && r == "HealthCheckPassing" => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            },
-        )
-        .await
-        .unwrap();
-    }
+    both_ready(&nodes).await;
 
     // Placed on A only after A holds the room, with the pin signaling will derive.
     let created = rooms
@@ -221,6 +227,62 @@ async fn rooms_live_on_exactly_their_janus_node() {
         match r.status.and_then(|s| s.phase) {
             Some(RoomPhase::Unschedulable) => Ok(()),
             other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Deleting a Janus node drains it: Janus stops taking new sessions, the room is created on
+/// the other node and destroyed on the old one (which is still alive), so it is never live on
+/// two nodes once the move is written; then the node goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_janus_node_is_drained_without_leaving_a_copy() {
+    let cp = ControlPlane::start().await.unwrap();
+    cp.create_namespace(NS).await.unwrap();
+    let client = cp.client().await.unwrap();
+    let a = start_janus("sfu-a", 20200..=20299);
+    let b = start_janus("sfu-b", 20300..=20399);
+    register(&client, &a, "sfu-a", 10).await;
+    register(&client, &b, "sfu-b", 5).await;
+    let operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
+    let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
+    let rooms: Api<Room> = Api::namespaced(client.clone(), NS);
+    both_ready(&nodes).await;
+    let created = rooms
+        .create(&PostParams::default(), &room("standup", 4, json!({})))
+        .await
+        .unwrap();
+    let id = room_id(NS, "standup", created.metadata.uid.as_deref().unwrap());
+    placed_on(&rooms, "standup", "sfu-a").await;
+    assert!(a.list_rooms().unwrap().contains(&id));
+
+    nodes
+        .delete("sfu-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let on_b = placed_on(&rooms, "standup", "sfu-b").await;
+    assert_eq!(on_b.status.unwrap().placement_generation, 2);
+    assert!(b.list_rooms().unwrap().contains(&id), "B lists {id}");
+    wait_for("the old copy destroyed on A", WAIT, || async {
+        let on_a = a.list_rooms().map_err(|e| e.to_string())?;
+        if on_a.contains(&id) {
+            Err(format!("{on_a:?}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log_tail(80)));
+    assert_eq!(
+        a.info().unwrap()["accepting-new-sessions"],
+        false,
+        "A drained"
+    );
+    wait_for("sfu-a gone once drained", WAIT, || async {
+        match nodes.get_opt("sfu-a").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(n) => Err(format!("{:?}", n.metadata.finalizers)),
         }
     })
     .await

@@ -18,7 +18,8 @@
 //!   (`JanusVideoRoom`) carries the SFU room to create there; the placer writes `Placed` only
 //!   after the SFU confirmed it, with a `Provisioned` condition and `status.sfuRoom`. Such a
 //!   room first gets the [`ROOM_FINALIZER`], so its deletion waits until the SFU room is
-//!   destroyed ([`Release`]).
+//!   destroyed ([`Release`]); that write is conditional on the Room's resourceVersion, so a
+//!   decision made from a stale view fails before it creates anything on an SFU.
 //! - **Conditional writes.** Every write carries the resourceVersion the plan was made from, so
 //!   applying a plan made from a stale view fails with 409 instead of overwriting newer state.
 //!
@@ -163,7 +164,10 @@ pub struct RoomPlacement {
     pub placed_at: Timestamp,
     /// The room to create on the node's SFU first, for kinds that hold rooms.
     pub provision: Option<Provision>,
-    /// The Room's finalizers with [`ROOM_FINALIZER`] added, when it lacks it and is provisioned.
+    /// For a provisioned room: its finalizers with [`ROOM_FINALIZER`] in them, written
+    /// conditionally on the Room's resourceVersion before the SFU is touched. Besides adding
+    /// the finalizer, this write is the claim: a decision made from a stale view of the Room
+    /// fails it with 409 before it can create a copy on another node.
     pub add_finalizer: Option<Vec<String>>,
     /// The copy on the node the room left, to destroy once the new placement is written.
     pub release: Option<Release>,
@@ -515,9 +519,11 @@ fn room_placement(
     );
     let provision = provision_for(kind, &planned.key, &planned.uid, room);
     let has_finalizer = room.finalizers().iter().any(|f| f == ROOM_FINALIZER);
-    let add_finalizer = (provision.is_some() && !has_finalizer).then(|| {
+    let add_finalizer = provision.is_some().then(|| {
         let mut finalizers = room.finalizers().to_vec();
-        finalizers.push(ROOM_FINALIZER.to_owned());
+        if !has_finalizer {
+            finalizers.push(ROOM_FINALIZER.to_owned());
+        }
         finalizers
     });
     let provisioned = match &provision {
