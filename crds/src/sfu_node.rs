@@ -249,9 +249,13 @@ pub struct SlotReservation {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportedLoad {
-    /// Participants connected to the SFU right now.
+    /// Participants connected to the SFU right now (for `JanusVideoRoom`, summed over every
+    /// VideoRoom's participant list, read by the operator from the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participants: Option<u32>,
+    /// Client sessions open on the SFU right now (for `JanusVideoRoom`, Janus sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
     /// CPU use of the SFU, in percent of what it may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]

@@ -78,6 +78,10 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 }
 
+/// How often each SFU's own load is read into `status.reportedLoad`: often enough for a
+/// dashboard, rare enough that the admin API requests cost the SFU nothing noticeable.
+const SFU_LOAD_PERIOD: Duration = Duration::from_secs(5);
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The watched state and the handles shared by the loops.
@@ -438,6 +442,7 @@ fn start_reconcilers(
         placer.run().await;
         "placer"
     });
+    let load_http = http.clone();
     let node_loop = nodes::NodeLoop {
         client: shared.client.clone(),
         rooms: shared.rooms.clone(),
@@ -454,6 +459,11 @@ fn start_reconcilers(
     set.spawn(async move {
         node_loop.run().await;
         "node loop"
+    });
+    let (client, nodes, load_http) = (shared.client.clone(), shared.nodes.clone(), load_http);
+    set.spawn(async move {
+        sfu::load::run(client, load_http, nodes, SFU_LOAD_PERIOD).await;
+        "SFU load reader"
     });
     let (client, rooms, events) = (
         shared.client.clone(),

@@ -176,6 +176,18 @@ async fn rooms_live_on_exactly_their_janus_node() {
         .unwrap()
         .unwrap();
 
+    // A's own view of its load reaches the node's status: one session, one participant.
+    wait_for("sfu-a's reported load", WAIT, || async {
+        let node = nodes.get("sfu-a").await.map_err(|e| e.to_string())?;
+        let reported = node.status.and_then(|s| s.reported_load);
+        match &reported {
+            Some(r) if r.sessions == Some(1) && r.participants == Some(1) => Ok(()),
+            _ => Err(format!("{reported:?}")),
+        }
+    })
+    .await
+    .unwrap();
+
     // Janus A dies: NotReady, and the room is created on B and placed there.
     a.kill();
     wait_for("sfu-a NotReady", WAIT, || async {

@@ -11,6 +11,7 @@
 //! exist succeeds.
 
 pub mod janus;
+pub mod load;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
