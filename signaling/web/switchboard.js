@@ -43,7 +43,21 @@ const RELAYED = new Set(["offer", "answer", "candidate"]);
 // like a network failure, it is resumed. Every other 4xxx code ends the session.
 const DROP_CODE = 4000;
 
-export class SwitchboardClient extends EventTarget {
+/** An event target with a `state` whose every change is dispatched as a `state` event. */
+class StatefulTarget extends EventTarget {
+  setState(state) {
+    if (this.state !== state) {
+      this.state = state;
+      this.emit("state", state);
+    }
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+export class SwitchboardClient extends StatefulTarget {
   /**
    * @param {object} options
    * @param {string} options.url  the signaling WebSocket URL, ending in /v1/ws
@@ -211,17 +225,6 @@ export class SwitchboardClient extends EventTarget {
     return false;
   }
 
-  setState(state) {
-    if (this.state !== state) {
-      this.state = state;
-      this.emit("state", state);
-    }
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-
   async open() {
     const resuming = this.resumeToken !== null;
     this.setState(resuming ? "resuming" : "connecting");
@@ -383,7 +386,7 @@ export class JanusError extends Error {
  *   remotegone     { feed, participantId }               that publisher left or unpublished
  *   error          JanusError
  */
-export class JanusVideoRoom extends EventTarget {
+export class JanusVideoRoom extends StatefulTarget {
   /**
    * @param {object} options
    * @param {object} options.sfu  the `sfu` object of `joined` (kind `JanusVideoRoom`)
@@ -414,17 +417,6 @@ export class JanusVideoRoom extends EventTarget {
   /** Uses `sfu.token` for every later request (an `sfuRefresh` of the same room). */
   refresh(sfu) {
     this.sfu = { ...this.sfu, token: sfu.token, tokenExpiresAt: sfu.tokenExpiresAt, generation: sfu.generation };
-  }
-
-  setState(state) {
-    if (this.state !== state) {
-      this.state = state;
-      this.emit("state", state);
-    }
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   /** Connects, joins the room as a publisher with its pin, publishes and subscribes. */
