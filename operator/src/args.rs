@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args as ClapArgs, Parser, ValueEnum};
+use clap::{Args as ClapArgs, Parser};
 use switchboard_placement::Strategy;
 
 /// Places Switchboard Rooms on SfuNodes and keeps SfuNode health.
@@ -174,24 +174,8 @@ pub struct HttpArgs {
     pub listen: SocketAddr,
 }
 
-/// Log output.
-#[derive(Debug, Clone, ClapArgs)]
-pub struct LogArgs {
-    /// `text` for people, `json` for log pipelines. Levels come from `RUST_LOG`.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// Log output: the options every Switchboard binary shares.
+pub use switchboard_telemetry::{LogArgs, LogFormat};
 
 #[cfg(test)]
 mod tests {

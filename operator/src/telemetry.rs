@@ -4,10 +4,6 @@ use crate::args::LogFormat;
 
 /// Installs the global subscriber. Safe to call once; a second call is ignored.
 pub fn init(format: LogFormat) {
-    let format = match format {
-        LogFormat::Text => switchboard_telemetry::LogFormat::Text,
-        LogFormat::Json => switchboard_telemetry::LogFormat::Json,
-    };
     // kube's watcher logs every reconnect at info; its warnings are what matter here.
     switchboard_telemetry::init(format, "info,kube=warn");
 }
