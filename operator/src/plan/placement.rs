@@ -359,6 +359,14 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
             (Some(RoomPhase::Placed), Some(node)) => Some(CurrentPlacement { node: node.clone() }),
             _ => None,
         };
+        if current.is_none() && input.in_flight.iter().any(|r| r.room_uid == uid) {
+            // This placer placed the room and the watch has not shown that status yet.
+            // Deciding again from the older status would provision a second copy on another
+            // node (its status write then fails, but the SFU room stays live); the Room's
+            // next event, or the reservation's expiry, brings it back.
+            out.finished.push(key.clone());
+            continue;
+        }
         let decision = match indexes.get(&key.namespace) {
             Some(index) => index.decide(&request, current.as_ref(), config.strategy),
             None => decide(&[], &request, current.as_ref(), config.strategy),
