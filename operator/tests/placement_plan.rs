@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
 use switchboard_crds::{Room, SfuNode};
@@ -392,6 +392,15 @@ fn a_room_placed_but_not_yet_seen_placed_is_not_placed_again() {
     assert!(out.nodes.is_empty(), "placed again: {:?}", out.nodes);
     assert!(out.unschedulable.is_empty());
     assert_eq!(out.finished, batch);
+    assert_eq!(
+        out.retry_waiting_at,
+        Some(
+            at(NOW + 5)
+                .checked_add(SignedDuration::from_millis(50))
+                .unwrap()
+        ),
+        "decided again once the reservation expires, if no event came first"
+    );
     let unseen = [RoomSpec {
         in_flight_on: None,
         ..written[0].clone()
