@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
 use switchboard_crds::{Room, SfuNode};
@@ -365,6 +365,48 @@ fn capacity_held_by_reservations_schedules_a_retry_at_their_expiry() {
     assert_eq!(out.unschedulable[0].reason, "InsufficientCapacity");
     let retry = out.retry_waiting_at.unwrap();
     assert!(retry > at(NOW + 5) && retry <= at(NOW + 6), "{retry}");
+}
+
+/// A room this placer just placed, decided again before the watch shows its Placed status
+/// (the Room's own finalizer write requeues it), gets no second placement: that would
+/// provision a second live copy on another node. Without the in-flight entry the same view
+/// does place it.
+#[test]
+fn a_room_placed_but_not_yet_seen_placed_is_not_placed_again() {
+    let ready = NodeSpec {
+        health: NodeHealth::Ready,
+        cordoned: false,
+        deleting: false,
+        capacity: 10,
+        max_rooms: None,
+        foreign: vec![],
+    };
+    let nodes = [ready.clone(), ready];
+    let written = [RoomSpec {
+        participants: 4,
+        placed_on: None,
+        in_flight_on: Some(0),
+    }];
+    let batch = [RoomKey::new("ns", "room-0")];
+    let out = run(&cluster(&nodes, &written), &batch, Placer::LeastLoaded);
+    assert!(out.nodes.is_empty(), "placed again: {:?}", out.nodes);
+    assert!(out.unschedulable.is_empty());
+    assert_eq!(out.finished, batch);
+    assert_eq!(
+        out.retry_waiting_at,
+        Some(
+            at(NOW + 5)
+                .checked_add(SignedDuration::from_millis(50))
+                .unwrap()
+        ),
+        "decided again once the reservation expires, if no event came first"
+    );
+    let unseen = [RoomSpec {
+        in_flight_on: None,
+        ..written[0].clone()
+    }];
+    let out = run(&cluster(&nodes, &unseen), &batch, Placer::LeastLoaded);
+    assert_eq!(out.nodes.len(), 1, "a new room is placed");
 }
 
 /// A placement write carries the preconditions and the whole status a Placed room shows.

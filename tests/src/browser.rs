@@ -233,6 +233,12 @@ pub fn run_sfu(browser: &Browser, config: &serde_json::Value) -> Result<serde_js
     run_scenario(browser, "sfu.mjs", config)
 }
 
+/// Runs `tests/browser/sfu_call.mjs` (demo pages through signaling, the operator and Janus,
+/// with SFU failovers; see that file) with `config` and returns its JSON report.
+pub fn run_sfu_call(browser: &Browser, config: &serde_json::Value) -> Result<serde_json::Value> {
+    run_scenario(browser, "sfu_call.mjs", config)
+}
+
 /// Runs one `tests/browser/*.mjs` scenario and reads the JSON report on its last line.
 fn run_scenario(
     browser: &Browser,

@@ -213,6 +213,41 @@ impl Janus {
         self.process.kill();
     }
 
+    /// Registers this instance with the apiserver as an operator of Janus would: the
+    /// credentials Secret `<name>-credentials` and a `JanusVideoRoom` SfuNode named after the
+    /// instance, in region `eu`, with room for `participants`.
+    pub async fn register(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        participants: u32,
+    ) -> Result<()> {
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::{Api, PostParams};
+        let secret_name = format!("{}-credentials", self.name());
+        let options = &self.options;
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name},
+            "stringData": {"tokenSecret": options.token_secret, "adminSecret": options.admin_secret,
+                           "roomAdminKey": options.room_admin_key}
+        }))
+        .map_err(|e| {
+            HarnessError::Build(format!("janus {}: credentials Secret: {e}", self.name()))
+        })?;
+        Api::<Secret>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        let spec = json!({"kind": "JanusVideoRoom", "url": self.ws_url(),
+                          "admin": {"url": self.admin_url(), "credentialsSecret": secret_name}});
+        Api::<switchboard_crds::SfuNode>::namespaced(client.clone(), namespace)
+            .create(
+                &PostParams::default(),
+                &crate::objects::sfu_node(self.name(), "eu", participants, spec),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// `GET /janus/info`.
     pub fn info(&self) -> Result<Value> {
         let (code, body) =

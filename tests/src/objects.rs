@@ -3,8 +3,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use kube::Api;
 use serde_json::{Value, json};
-use switchboard_crds::{Room, SfuNode};
+use switchboard_crds::{Room, RoomPhase, SfuNode, conditions};
 
 /// An SfuNode with the given capacity; `extra` is merged into its spec.
 pub fn sfu_node(name: &str, region: &str, participants: u32, extra: Value) -> SfuNode {
@@ -59,6 +60,52 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Waits until Room `name` is Placed on `node` and its room exists there (`Provisioned`);
+/// returns it.
+pub async fn placed_on(
+    rooms: &Api<Room>,
+    name: &str,
+    node: &str,
+    timeout: Duration,
+) -> Result<Room, String> {
+    wait_for(
+        &format!("{name} placed and provisioned on {node}"),
+        timeout,
+        || async {
+            let r = rooms.get(name).await.map_err(|e| e.to_string())?;
+            let status = r.status.clone().unwrap_or_default();
+            if status.phase == Some(RoomPhase::Placed)
+                && status.sfu_node.as_deref() == Some(node)
+                && conditions::is_true(&status.conditions, conditions::PROVISIONED)
+            {
+                Ok(r)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until SfuNode `node`'s `Ready` condition has `status` ("True" or "False"); returns
+/// its reason.
+pub async fn node_ready(
+    nodes: &Api<SfuNode>,
+    node: &str,
+    status: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    wait_for(&format!("{node} Ready={status}"), timeout, || async {
+        let n = nodes.get(node).await.map_err(|e| e.to_string())?;
+        let conditions = n.status.map(|s| s.conditions).unwrap_or_default();
+        match conditions::find(&conditions, conditions::READY) {
+            Some(c) if c.status == status => Ok(c.reason.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
 }
 
 /// The HTTP status of a refused API request; `None` when it succeeded or failed otherwise.

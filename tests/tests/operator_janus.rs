@@ -10,13 +10,12 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use switchboard_crds::{Room, RoomPhase, SfuNode, conditions};
 use switchboard_sfu::janus::{VIDEOROOM_PLUGIN, mint_token, room_id, room_pin};
-use switchboard_tests::objects::{room, sfu_node, wait_for};
+use switchboard_tests::objects::{self, room, wait_for};
 use switchboard_tests::{ControlPlane, Janus, JanusOptions, OperatorProcess, fast_args};
 
 const NS: &str = "calls";
@@ -34,32 +33,6 @@ fn now() -> u64 {
 /// Janus on loopback: this suite needs the admin and HTTP APIs only, no media.
 fn start_janus(name: &str, rtp: std::ops::RangeInclusive<u16>) -> Janus {
     Janus::start(JanusOptions::new(name, Ipv4Addr::LOCALHOST, rtp)).unwrap()
-}
-
-/// The node's credentials Secret and the SfuNode itself, as an operator of Janus writes them.
-async fn register(client: &kube::Client, janus: &Janus, node: &str, participants: u32) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let options = janus.options();
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{node}-credentials")},
-        "stringData": {"tokenSecret": options.token_secret, "adminSecret": options.admin_secret,
-                       "roomAdminKey": options.room_admin_key}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
-    let spec = json!({"kind": "JanusVideoRoom", "url": janus.ws_url(),
-                      "admin": {"url": janus.admin_url(), "credentialsSecret": format!("{node}-credentials")}});
-    nodes
-        .create(
-            &PostParams::default(),
-            &sfu_node(node, "eu", participants, spec),
-        )
-        .await
-        .unwrap();
 }
 
 async fn node_condition(nodes: &Api<SfuNode>, node: &str, type_: &str) -> Option<(String, String)> {
@@ -89,25 +62,7 @@ async fn both_ready(nodes: &Api<SfuNode>) {
 
 /// Waits until the room is Placed on `node` and Provisioned; returns it.
 async fn placed_on(rooms: &Api<Room>, name: &str, node: &str) -> Room {
-    wait_for(
-        &format!("{name} placed and provisioned on {node}"),
-        WAIT,
-        || async {
-            let r = rooms.get(name).await.map_err(|e| e.to_string())?;
-            let status = r.status.clone().unwrap_or_default();
-            let provisioned = conditions::is_true(&status.conditions, conditions::PROVISIONED);
-            if status.phase == Some(RoomPhase::Placed)
-                && status.sfu_node.as_deref() == Some(node)
-                && provisioned
-            {
-                Ok(r)
-            } else {
-                Err(format!("{status:?}"))
-            }
-        },
-    )
-    .await
-    .unwrap()
+    objects::placed_on(rooms, name, node, WAIT).await.unwrap()
 }
 
 /// The whole life of a room on Janus: provisioned with its pin on A, moved to B when A is
@@ -121,8 +76,8 @@ async fn rooms_live_on_exactly_their_janus_node() {
     let mut a = start_janus("sfu-a", 20000..=20099);
     let b = start_janus("sfu-b", 20100..=20199);
     // A has more capacity, so least-loaded places the first room there.
-    register(&client, &a, "sfu-a", 10).await;
-    register(&client, &b, "sfu-b", 5).await;
+    a.register(&client, NS, 10).await.unwrap();
+    b.register(&client, NS, 5).await.unwrap();
     let _operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
     let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
     let rooms: Api<Room> = Api::namespaced(client.clone(), NS);

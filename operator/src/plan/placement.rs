@@ -328,6 +328,7 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
     let mut out = PlacementPlan::default();
     let mut per_node: BTreeMap<NodeKey, Vec<Planned>> = BTreeMap::new();
     let mut retry_waiting = false;
+    let mut in_flight_expiry: Option<Timestamp> = None;
     for key in input.batch {
         let Some(room) = rooms_by_key.get(key).copied() else {
             out.finished.push(key.clone());
@@ -363,6 +364,20 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
             (Some(RoomPhase::Placed), Some(node)) => Some(CurrentPlacement { node: node.clone() }),
             _ => None,
         };
+        if current.is_none()
+            && let Some(written) = input.in_flight.iter().find(|r| r.room_uid == uid)
+        {
+            // This placer placed the room and the watch has not shown that status yet.
+            // Deciding again from the older status would provision a second copy on another
+            // node (its status write then fails, but the SFU room stays live). The Room's next
+            // event brings it back, and at the latest the reservation's expiry.
+            out.finished.push(key.clone());
+            in_flight_expiry = Some(
+                in_flight_expiry
+                    .map_or(written.expires_at, |t: Timestamp| t.min(written.expires_at)),
+            );
+            continue;
+        }
         let decision = match indexes.get(&key.namespace) {
             Some(index) => index.decide(&request, current.as_ref(), config.strategy),
             None => decide(&[], &request, current.as_ref(), config.strategy),
@@ -415,7 +430,12 @@ pub fn plan(input: &PlacementInput<'_>) -> PlacementPlan {
             moved_from,
         });
     }
-    if retry_waiting && let Some(at) = ledger.next_expiry {
+    let waiting_expiry = ledger.next_expiry.filter(|_| retry_waiting);
+    if let Some(at) = [waiting_expiry, in_flight_expiry]
+        .into_iter()
+        .flatten()
+        .min()
+    {
         // A little after the expiry, so the reservation surely no longer counts.
         out.retry_waiting_at = at.checked_add(SignedDuration::from_millis(50)).ok();
     }
