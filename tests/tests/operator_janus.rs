@@ -210,8 +210,8 @@ async fn a_deleted_janus_node_is_drained_without_leaving_a_copy() {
     let client = cp.client().await.unwrap();
     let a = start_janus("sfu-a", 20200..=20299);
     let b = start_janus("sfu-b", 20300..=20399);
-    register(&client, &a, "sfu-a", 10).await;
-    register(&client, &b, "sfu-b", 5).await;
+    a.register(&client, NS, 10).await.unwrap();
+    b.register(&client, NS, 5).await.unwrap();
     let operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
     let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
     let rooms: Api<Room> = Api::namespaced(client.clone(), NS);
