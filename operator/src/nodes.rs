@@ -29,6 +29,10 @@ use crate::sfu::Adapter;
 
 pub use crate::plan::node::DRAIN_FINALIZER;
 
+/// How long after a node's status write the placer looks at the woken rooms again: well past
+/// the delay of a watch event on a healthy apiserver (milliseconds), small next to a failover.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(1);
+
 pub struct NodeLoop {
     pub client: Client,
     pub rooms: Store<Room>,
@@ -91,13 +95,19 @@ impl NodeLoop {
                     self.stop_new_sessions(node, &key).await;
                 }
                 let wake = wake(before.as_ref(), &situation);
+                let mut woken = Vec::new();
                 if wake.its_rooms {
-                    self.queue.push_many(rooms_on_node(&self.rooms, &key));
+                    woken.extend(rooms_on_node(&self.rooms, &key));
                 }
                 if wake.waiting_rooms {
-                    self.queue
-                        .push_many(waiting_rooms(&self.rooms, Some(&key.namespace)));
+                    woken.extend(waiting_rooms(&self.rooms, Some(&key.namespace)));
                 }
+                self.queue.push_many(woken.iter().cloned());
+                // The placer decides from its own watch of the nodes, which may not show the
+                // status written just now: woken at once, it can decide from the older view
+                // (a failed node still Ready) and nothing would wake it again. A second look
+                // once the watch has surely caught up makes the change count.
+                self.queue.push_after(woken, WATCH_CATCH_UP);
             }
         }
         // Nodes that vanished without our finalizer (it was removed by hand): their rooms move.
