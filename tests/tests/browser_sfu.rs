@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -38,32 +40,10 @@ fn sfu_object(janus: &Janus, pin: &str, generation: u64) -> Value {
     })
 }
 
-/// Checks that every page decoded video from every other participant, through `janus`: the
-/// frame count rose and the SFU's port of the selected candidate pair is in its RTP range.
+/// Checks that both pages decoded each other's video through `janus` (see `support`).
 fn assert_media_through(report: &Value, key: &str, janus: &Janus) {
-    let flow = &report[key];
-    for (i, me) in PARTICIPANTS.iter().enumerate() {
-        for other in PARTICIPANTS.iter().filter(|p| *p != me) {
-            let before = &flow["before"][i][other];
-            let after = &flow["after"][i][other];
-            assert_eq!(after["node"], janus.name(), "{me} <- {other}: {report:#}");
-            let (first, last) = (
-                before["frames"].as_u64().unwrap(),
-                after["frames"].as_u64().unwrap(),
-            );
-            assert!(
-                first > 0 && last > first,
-                "{me} <- {other}: frames not rising: {report:#}"
-            );
-            let port = u16::try_from(after["port"].as_u64().unwrap()).unwrap();
-            assert!(
-                janus.owns_port(port),
-                "{me} <- {other}: port {port} is not in {}'s range {:?}: {report:#}",
-                janus.name(),
-                janus.options().rtp_ports
-            );
-        }
-    }
+    let ids: Vec<String> = PARTICIPANTS.iter().map(|p| (*p).to_owned()).collect();
+    support::assert_media_through(&report[key], &ids, janus, report);
 }
 
 /// Proves the client's SFU mode carries a call through real Janus: both pages publish a fake

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,35 +79,6 @@ fn operator_args() -> Vec<String> {
         "--leader-election=false".to_owned(),
     ]
     .into()
-}
-
-/// Checks that every page decoded video from every other page's participant through `janus`:
-/// the frame count rose over a second and the SFU's port of the selected candidate pair is in
-/// `janus`'s RTP range.
-fn assert_media_through(flow: &Value, ids: &[String], janus: &Janus, report: &Value) {
-    for (i, me) in ids.iter().enumerate() {
-        for other in ids.iter().filter(|p| *p != me) {
-            let before = &flow["before"][i][other];
-            let after = &flow["after"][i][other];
-            assert_eq!(after["node"], janus.name(), "{me} <- {other}: {report:#}");
-            let (first, last) = (
-                before["frames"].as_u64().unwrap(),
-                after["frames"].as_u64().unwrap(),
-            );
-            assert!(
-                first > 0 && last > first,
-                "{me} <- {other}: frames not rising through {}: {report:#}",
-                janus.name()
-            );
-            let port = u16::try_from(after["port"].as_u64().unwrap()).unwrap();
-            assert!(
-                janus.owns_port(port),
-                "{me} <- {other}: port {port} is not in {}'s range {:?}: {report:#}",
-                janus.name(),
-                janus.options().rtp_ports
-            );
-        }
-    }
 }
 
 /// Checks the room lives on exactly `holder` among the nodes still running.
@@ -262,12 +235,12 @@ async fn scenario(browser: Browser, ip: Ipv4Addr, runs: usize) {
         json!([[], []]),
         "no SFU error while A was up: {report:#}"
     );
-    assert_media_through(&report["first"], &ids, &janus[0], &report);
+    support::assert_media_through(&report["first"], &ids, &janus[0], &report);
 
     for (i, run) in report["runs"].as_array().unwrap().iter().enumerate() {
         let to = &janus[i + 1];
         assert_eq!(run["to"], to.name());
-        assert_media_through(run, &ids, to, &report);
+        support::assert_media_through(run, &ids, to, &report);
         let killed = run["killedAt"].as_u64().unwrap();
         let mut told = 0;
         for r in run["reassigned"].as_array().unwrap() {
