@@ -33,6 +33,10 @@ use switchboard_tests::signaling::{Client as WsClient, token_with_keys};
 const PARTICIPANT_TTL: Duration = Duration::from_secs(10);
 /// The chart's default `operator.leaderElection.leaseDurationSeconds`.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How soon leadership moves when the leader pod is deleted: its SIGTERM handler releases the
+/// Lease (milliseconds after the kubelet signals it) and a standby reads the Lease each second.
+/// Without the release it would take the whole [`LEASE_DURATION`].
+const HANDOVER_BOUND: Duration = Duration::from_secs(6);
 
 struct Cluster {
     kubeconfig: String,
@@ -713,20 +717,56 @@ async fn deleting_the_operator_leader_hands_over() {
     assert!(pods.contains(&holder), "holder {holder} not in {pods:?}");
     let deleted = Instant::now();
     cluster.kubectl(&["delete", "pod", &holder, "--wait=false"], None);
+    // The deleted leader releases the Lease on SIGTERM and a standby polls it each second, so
+    // leadership moves within a few seconds, not after the Lease expires. Whichever live
+    // replica wins may be the standby or the Deployment's replacement for the deleted pod.
+    let (new_holder, took_over) = wait_for(
+        "another operator pod to hold the Lease",
+        LEASE_DURATION,
+        || async {
+            let current = leases
+                .get(&lease)
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default();
+            if current.is_empty() || current == holder {
+                Err(format!("holder {current:?}"))
+            } else {
+                Ok((current, deleted.elapsed()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let operator_pods: Vec<String> =
+        Api::<Pod>::namespaced(cluster.client(None).await, &cluster.namespace)
+            .list(&ListParams::default().labels(&cluster.component("operator")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|pod| pod.metadata.name)
+            .collect();
+    assert!(
+        operator_pods.contains(&new_holder),
+        "the Lease went to {new_holder}, which is not an operator pod ({operator_pods:?})"
+    );
+    eprintln!(
+        "kind check: the Lease moved from {holder} to {new_holder} ({}) after {took_over:?}",
+        if pods.contains(&new_holder) {
+            "the standby"
+        } else {
+            "the replacement pod"
+        }
+    );
+    assert!(
+        took_over < HANDOVER_BOUND,
+        "the Lease moved only after {took_over:?}: the deleted leader did not release it"
+    );
     placed_room(&cluster, "e2e-after-takeover", LEASE_DURATION).await;
     let placed_after = deleted.elapsed();
-    let new_holder = leases
-        .get(&lease)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.holder_identity)
-        .unwrap_or_default();
-    assert_ne!(new_holder, holder);
-    assert!(
-        pods.contains(&new_holder),
-        "the other replica leads, not {new_holder}"
-    );
     assert!(
         placed_after < LEASE_DURATION,
         "placed after {placed_after:?}"

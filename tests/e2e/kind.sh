@@ -130,4 +130,16 @@ SWITCHBOARD_E2E_JWT_HS256=$jwt_key \
 status=${PIPESTATUS[0]}
 set -e
 stage e2e-tests
+if [ "$status" -ne 0 ]; then
+  # What a failure needs to be understood after the cluster is gone: the pods, the events and
+  # the last lines of every Switchboard container, including ones that were replaced.
+  say "the cluster after the failure"
+  kubectl -n "$ns" get pods -o wide || true
+  kubectl -n "$ns" get events --sort-by=.lastTimestamp | tail -n 40 || true
+  kubectl -n "$ns" get lease -o wide || true
+  for pod in $(kubectl -n "$ns" get pods -l "app.kubernetes.io/instance=$release" -o name); do
+    echo "--- $pod"
+    kubectl -n "$ns" logs "$pod" --all-containers --tail=60 --prefix || true
+  done
+fi
 exit "$status"

@@ -5,8 +5,9 @@
 #
 #   - kubeadm, kubelet, kube-controller-manager, kube-scheduler and kube-proxy from the Go
 #     module set of tests/controlplane (etcd, kube-apiserver and kubectl come from its build.sh),
-#     with the same version stamps; kind and CoreDNS from the Go module proxy; pause compiled
-#     with `gcc -static` from the kubernetes module's build/pause/linux/pause.c;
+#     with the same version stamps; kind from the Go module proxy; CoreDNS from ./coredns (a
+#     main with only the plugins the cluster's Corefile uses, version pinned in its go.mod);
+#     pause compiled with `gcc -static` from the kubernetes module's build/pause/linux/pause.c;
 #   - the node's root filesystem: Debian bookworm by debootstrap with systemd, containerd, runc
 #     and the CNI plugins from Debian, plus kind's own base files (entrypoint, units, containerd
 #     config) from the kind module's images/base/files;
@@ -22,18 +23,18 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 kind_version=v0.33.0
-coredns_version=v1.14.6
+coredns_version=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" { print $3 }' "$here/coredns/go.mod")
 say() { printf '==> %s\n' "$*" >&2; }
 
 controlplane=$(bash "$repo/tests/controlplane/build.sh" | tail -n 1)
 k8s_version=$(basename "$controlplane" | sed -E 's/^controlplane-k8s-(v[^-]+)-etcd-.*/\1/')
-key=$(cat "$0" "$here"/*.conflist "$repo/tests/controlplane/go.mod" "$repo/tests/controlplane/go.sum" \
+key=$(cat "$0" "$here"/*.conflist "$here"/coredns/* "$repo/tests/controlplane/go.mod" "$repo/tests/controlplane/go.sum" \
   <(echo "$kind_version $coredns_version") | sha256sum | cut -c1-12)
 image="switchboard-local/kind-node:$k8s_version-$key"
 cache=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
 # The binaries depend only on the Go modules and versions, so editing the image steps below
 # does not rebuild them.
-bin_key=$(cat "$repo/tests/controlplane/go.mod" "$repo/tests/controlplane/go.sum" \
+bin_key=$(cat "$repo/tests/controlplane/go.mod" "$repo/tests/controlplane/go.sum" "$here"/coredns/* \
   <(echo "$kind_version $coredns_version") | sha256sum | cut -c1-12)
 bin="$cache/kind-node-bin-$k8s_version-$bin_key"
 
@@ -69,7 +70,7 @@ if [ ! -x "$bin/kind" ]; then
   )
   say "kind $kind_version and CoreDNS $coredns_version"
   CGO_ENABLED=0 GOBIN="$bin.tmp" GOFLAGS=-trimpath go install -ldflags=-s "sigs.k8s.io/kind@$kind_version" >&2
-  CGO_ENABLED=0 GOBIN="$bin.tmp" GOFLAGS=-trimpath go install -ldflags=-s "github.com/coredns/coredns@$coredns_version" >&2
+  (cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$bin.tmp/coredns" .) >&2
   rm -rf "$bin" && mv "$bin.tmp" "$bin"
 fi
 kind_src=$(cd "$repo/tests/controlplane" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kind@$kind_version" | jq -r .Dir)
