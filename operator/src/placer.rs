@@ -420,6 +420,20 @@ async fn provision(
         Ok(()) => Some(resource_version),
         Err(error) => {
             tracing::warn!(namespace = %key.namespace, room = %key.name, node = %write.node, sfu_room = %room.id, %error, "cannot create the room on its SFU; will retry");
+            // The Room shows it too, not only an Event: `kubectl get room` answers why a room
+            // stays unplaced. Conditional on the version the finalizer write returned; a
+            // conflict only means the retry below sees a newer Room.
+            if let Some(patch) =
+                write.provision_failed_patch(resource_version, &error.to_string(), Timestamp::now())
+            {
+                let api: Api<Room> = Api::namespaced(sfu.client.clone(), &key.namespace);
+                if let Err(error) = api
+                    .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::debug!(namespace = %key.namespace, room = %key.name, %error, "cannot show the provisioning failure");
+                }
+            }
             events.emit(
                 write.object.clone(),
                 true,

@@ -511,6 +511,46 @@ fn rooms_on_janus_nodes_are_provisioned_and_finalized() {
         .find(|c| c["type"] == "Provisioned")
         .unwrap();
     assert_eq!(provisioned["status"], "True");
+
+    // When Janus refuses: Provisioned=False with its answer, nothing else in the status moves,
+    // and the same failure is not written twice.
+    assert_eq!(
+        opaque.nodes[0].rooms[0].provision_failed_patch(None, "x", at(NOW)),
+        None
+    );
+    let failed = placement
+        .provision_failed_patch(Some("502".into()), "403 unauthorized", at(NOW))
+        .unwrap();
+    assert_eq!(failed["metadata"]["resourceVersion"], "502");
+    let status = failed["status"].as_object().unwrap();
+    assert_eq!(status.keys().collect::<Vec<_>>(), ["conditions"]);
+    let condition = &status["conditions"][0];
+    assert_eq!(
+        (
+            &condition["type"],
+            &condition["status"],
+            &condition["reason"]
+        ),
+        (
+            &"Provisioned".into(),
+            &"False".into(),
+            &"ProvisionFailed".into()
+        )
+    );
+    let message = condition["message"].as_str().unwrap();
+    assert!(message.contains(&provision.sfu_room) && message.ends_with("403 unauthorized"));
+    let mut shown = placement.clone();
+    shown.previous_conditions =
+        serde_json::from_value(failed["status"]["conditions"].clone()).unwrap();
+    assert_eq!(
+        shown.provision_failed_patch(None, "403 unauthorized", at(NOW)),
+        None
+    );
+    assert!(
+        shown
+            .provision_failed_patch(None, "timed out", at(NOW))
+            .is_some()
+    );
 }
 
 /// A deleted Room holding the finalizer is released on the node its status names; the node

@@ -38,6 +38,8 @@ pub struct DevArgs {
     #[arg(long = "sfu-file", value_name = "PATH")]
     pub sfu_files: Vec<PathBuf>,
     #[command(flatten)]
+    pub janus: LocalJanusArgs,
+    #[command(flatten)]
     pub turn: TurnArgs,
     #[command(flatten)]
     pub sfu_tokens: SfuArgs,
@@ -48,6 +50,45 @@ pub struct DevArgs {
     pub participant_ttl: Duration,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `dev --janus`: a Janus that dev mode starts and configures itself.
+#[derive(Debug, Clone, Args)]
+pub struct LocalJanusArgs {
+    /// Start a local Janus (Debian: `apt-get install janus`) with generated configuration and
+    /// secrets, and place rooms on it (as node `janus-local`).
+    #[arg(long, env = "SWITCHBOARD_DEV_JANUS")]
+    pub janus: bool,
+    /// The Janus program to start.
+    #[arg(long, env = "SWITCHBOARD_DEV_JANUS_BIN", default_value = "janus")]
+    pub janus_bin: PathBuf,
+    /// The address Janus's WebSocket, HTTP and admin transports listen on.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DEV_JANUS_LISTEN_IP",
+        default_value = "127.0.0.1"
+    )]
+    pub janus_listen_ip: std::net::Ipv4Addr,
+    /// Gather media (ICE) candidates only on this address; by default every interface but
+    /// loopback, which Janus always skips.
+    #[arg(long, env = "SWITCHBOARD_DEV_JANUS_ICE_IP")]
+    pub janus_ice_ip: Option<std::net::Ipv4Addr>,
+    /// Janus's media ports, as `FIRST-LAST`.
+    #[arg(long, env = "SWITCHBOARD_DEV_JANUS_RTP_PORTS", default_value = "20000-20999", value_parser = parse_port_range)]
+    pub janus_rtp_ports: std::ops::RangeInclusive<u16>,
+}
+
+/// `FIRST-LAST`, both ports above 1023 and FIRST <= LAST.
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad =
+        || format!("{text:?} is not a port range FIRST-LAST with 1024 <= FIRST <= LAST <= 65535");
+    let (first, last) = text.split_once('-').ok_or_else(bad)?;
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first < 1024 || first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
 }
 
 #[derive(Debug, Clone, Args)]

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchboard_sfu::janus_config::LocalJanus;
 use tempfile::TempDir;
 
 use crate::process::ChildProcess;
@@ -30,13 +31,6 @@ pub const VIDEOROOM: &str = "janus.plugin.videoroom";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Janus's own library folders in the Debian package.
 const LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu/janus";
-/// Everything the package ships except the VideoRoom plugin and the HTTP and WebSocket
-/// transports: fewer threads and ports, and no plugin listening where a test does not look.
-const DISABLED_PLUGINS: &str = "libjanus_audiobridge.so,libjanus_duktape.so,libjanus_echotest.so,\
-    libjanus_lua.so,libjanus_nosip.so,libjanus_recordplay.so,libjanus_sip.so,\
-    libjanus_streaming.so,libjanus_textroom.so,libjanus_videocall.so,libjanus_voicemail.so";
-const DISABLED_TRANSPORTS: &str =
-    "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_pfunix.so,libjanus_rabbitmq.so";
 
 /// How one Janus instance is configured.
 #[derive(Debug, Clone)]
@@ -418,7 +412,8 @@ impl Janus {
     }
 }
 
-/// The `.jcfg` files for one instance: (file name, text).
+/// The instance's `.jcfg` files, as Switchboard's own local Janus writes them
+/// ([`switchboard_sfu::janus_config`]), bound to `options.ip` for transports and ICE alike.
 fn config_files(
     options: &JanusOptions,
     dir: &Path,
@@ -426,91 +421,22 @@ fn config_files(
     admin_port: u16,
     ws_port: u16,
 ) -> Vec<(&'static str, String)> {
-    let ip = options.ip;
-    let janus = format!(
-        "general: {{\n\
-         \tconfigs_folder = \"{dir}\"\n\
-         \tplugins_folder = \"{LIB_DIR}/plugins\"\n\
-         \ttransports_folder = \"{LIB_DIR}/transports\"\n\
-         \tevents_folder = \"{LIB_DIR}/events\"\n\
-         \tloggers_folder = \"{LIB_DIR}/loggers\"\n\
-         \tdebug_level = 4\n\
-         \tserver_name = \"{name}\"\n\
-         \tinterface = \"{ip}\"\n\
-         \tsession_timeout = {timeout}\n\
-         \tadmin_secret = \"{admin_secret}\"\n\
-         \ttoken_auth = true\n\
-         \ttoken_auth_secret = \"{token_secret}\"\n\
-         }}\n\
-         media: {{\n\
-         \trtp_port_range = \"{min}-{max}\"\n\
-         }}\n\
-         nat: {{\n\
-         \tice_enforce_list = \"{ip}\"\n\
-         }}\n\
-         plugins: {{\n\
-         \tdisable = \"{DISABLED_PLUGINS}\"\n\
-         }}\n\
-         transports: {{\n\
-         \tdisable = \"{DISABLED_TRANSPORTS}\"\n\
-         }}\n\
-         events: {{\n\
-         \tbroadcast = false\n\
-         }}\n\
-         loggers: {{\n\
-         \tdisable = \"libjanus_jsonlog.so\"\n\
-         }}\n",
-        dir = dir.display(),
-        name = options.name,
-        timeout = options.session_timeout_secs,
-        admin_secret = options.admin_secret,
-        token_secret = options.token_secret,
-        min = options.rtp_ports.start(),
-        max = options.rtp_ports.end(),
-    );
-    let http = format!(
-        "general: {{\n\
-         \tjson = \"compact\"\n\
-         \tbase_path = \"/janus\"\n\
-         \thttp = true\n\
-         \tport = {http_port}\n\
-         \tip = \"{ip}\"\n\
-         \thttps = false\n\
-         }}\n\
-         admin: {{\n\
-         \tadmin_base_path = \"/admin\"\n\
-         \tadmin_http = true\n\
-         \tadmin_port = {admin_port}\n\
-         \tadmin_ip = \"{ip}\"\n\
-         \tadmin_https = false\n\
-         }}\n"
-    );
-    let websockets = format!(
-        "general: {{\n\
-         \tjson = \"compact\"\n\
-         \tws = true\n\
-         \tws_port = {ws_port}\n\
-         \tws_ip = \"{ip}\"\n\
-         \twss = false\n\
-         }}\n\
-         admin: {{\n\
-         \tadmin_ws = false\n\
-         \tadmin_wss = false\n\
-         }}\n"
-    );
-    let videoroom = format!(
-        "general: {{\n\
-         \tadmin_key = \"{key}\"\n\
-         \tstring_ids = true\n\
-         }}\n",
-        key = options.room_admin_key,
-    );
-    vec![
-        ("janus.jcfg", janus),
-        ("janus.transport.http.jcfg", http),
-        ("janus.transport.websockets.jcfg", websockets),
-        ("janus.plugin.videoroom.jcfg", videoroom),
-    ]
+    LocalJanus {
+        name: options.name.clone(),
+        configs_folder: dir.display().to_string(),
+        lib_folder: Some(LIB_DIR.to_owned()),
+        listen_ip: options.ip,
+        ice_ip: Some(options.ip),
+        http_port,
+        admin_port,
+        ws_port,
+        rtp_ports: options.rtp_ports.clone(),
+        session_timeout_secs: options.session_timeout_secs,
+        token_secret: options.token_secret.clone(),
+        admin_secret: options.admin_secret.clone(),
+        room_admin_key: options.room_admin_key.clone(),
+    }
+    .files()
 }
 
 fn transaction() -> String {

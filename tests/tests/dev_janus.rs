@@ -1,14 +1,17 @@
 //! Dev mode with a real Janus: `dev --sfu-file` with a `JanusVideoRoom` SfuNode and its
 //! credentials Secret creates each room on Janus itself (there is no operator), once, and
 //! hands participants credentials Janus accepts: the token opens a session and attaches the
-//! VideoRoom plugin, and the pin lets them into the room.
+//! VideoRoom plugin, and the pin lets them into the room. And `dev --janus`, the one command
+//! a newcomer runs: dev mode starts Janus itself and two demo pages call through it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr};
 
-use serde_json::Value;
-use switchboard_tests::browser::NetworkNamespace;
+use serde_json::{Value, json};
+use switchboard_tests::browser::{Browser, NetworkNamespace, run_sfu_call};
 use switchboard_tests::signaling::{Client, SignalingProcess};
 use switchboard_tests::{Janus, JanusOptions};
 
@@ -31,6 +34,7 @@ fn dev_token(server: &SignalingProcess, user: &str) -> String {
 /// that the token and pin it hands out are accepted by that Janus.
 #[test]
 fn dev_mode_creates_rooms_on_janus_and_its_credentials_work_there() {
+    switchboard_tests::require!(Janus, NetworkNamespace);
     let namespace = NetworkNamespace::create().unwrap();
     let ip = namespace.add_sfu_address().unwrap();
     namespace
@@ -97,4 +101,73 @@ fn dev_mode_creates_rooms_on_janus_and_its_credentials_work_there() {
             assert_eq!(janus.list_participants(&room).unwrap(), ["alice"]);
         })
         .unwrap();
+}
+
+/// Proves `dev --janus` is an SFU call in one command: dev mode starts Debian's Janus with
+/// configuration and secrets of its own, places the room on it, and two demo pages (which
+/// fetch their tokens from dev mode, as a newcomer's browser does) publish and decode each
+/// other's video through that Janus's RTP ports.
+#[test]
+fn dev_janus_starts_janus_and_carries_a_demo_call_through_it() {
+    switchboard_tests::require!(Janus, Chromium, NetworkNamespace);
+    let browser = Browser::prepare().unwrap();
+    let namespace = NetworkNamespace::create().unwrap();
+    let ip = namespace.add_sfu_address().unwrap();
+    let rtp_ports = 20700..=20799;
+    let (report, log) = namespace
+        .run(move || {
+            let dev = SignalingProcess::start_dev(&[
+                "--janus",
+                &format!("--janus-listen-ip={ip}"),
+                &format!("--janus-ice-ip={ip}"),
+                "--janus-rtp-ports=20700-20799",
+            ])
+            .unwrap();
+            let page = |user: &str| {
+                format!(
+                    "{}/?room=standup&user={user}&name={user}&media=canvas",
+                    dev.http_url()
+                )
+            };
+            let config = json!({
+                "pages": [page("alice"), page("bob")],
+                "node": "janus-local",
+                "failovers": [],
+            });
+            (run_sfu_call(&browser, &config).unwrap(), dev.log_tail(30))
+        })
+        .unwrap();
+    assert_eq!(
+        report["ok"], true,
+        "browser scenario failed: {report:#}\n{log}"
+    );
+    assert_eq!(report["modes"], json!(["sfu", "sfu"]), "{report:#}");
+    let ids: Vec<String> = serde_json::from_value(report["participantIds"].clone()).unwrap();
+    assert_eq!(ids.len(), 2, "{report:#}");
+    support::assert_media_through_node(&report["first"], &ids, "janus-local", &rtp_ports, &report);
+}
+
+/// A Janus that cannot be started is a clear error at start, naming the program and how to
+/// get it, and dev mode exits instead of serving rooms nobody can join.
+#[test]
+fn dev_janus_without_janus_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-janus-here");
+    let bin = switchboard_tests::binaries::workspace_binary(
+        "switchboard-signaling",
+        "switchboard-signaling",
+    )
+    .unwrap();
+    let output = std::process::Command::new(bin)
+        .args(["dev", "--listen=127.0.0.1:0", "--janus"])
+        .arg(format!("--janus-bin={}", missing.display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot start {}", missing.display()))
+            && stderr.contains("apt-get install janus"),
+        "{stderr}"
+    );
 }

@@ -255,3 +255,84 @@ async fn a_deleted_janus_node_is_drained_without_leaving_a_copy() {
     .await
     .unwrap();
 }
+
+/// A Janus that refuses to create the room (here: its credentials Secret holds the wrong room
+/// admin key) leaves the Room unplaced with `Provisioned=False` (`ProvisionFailed`, naming the
+/// room, the node and Janus's answer), not only an Event; once the Secret is right, the retry
+/// places and provisions it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_janus_refuses_shows_provisioned_false_until_it_can_be_created() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    switchboard_tests::require!(ControlPlane, Janus);
+    let cp = ControlPlane::start().await.unwrap();
+    cp.create_namespace(NS).await.unwrap();
+    let client = cp.client().await.unwrap();
+    let a = start_janus("sfu-a", 20400..=20499);
+    a.register(&client, NS, 10).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let set_room_admin_key = |key: String| {
+        let secrets = secrets.clone();
+        async move {
+            let patch = json!({"stringData": {"roomAdminKey": key}});
+            secrets
+                .patch(
+                    "sfu-a-credentials",
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_room_admin_key("not-the-key-janus-has".to_owned()).await;
+    let _operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
+    let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
+    let rooms: Api<Room> = Api::namespaced(client.clone(), NS);
+    wait_for("sfu-a Ready", WAIT, || async {
+        match node_condition(&nodes, "sfu-a", conditions::READY).await {
+            Some((s, _)) if s == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    let created = rooms
+        .create(&PostParams::default(), &room("standup", 4, json!({})))
+        .await
+        .unwrap();
+    let id = room_id(NS, "standup", created.metadata.uid.as_deref().unwrap());
+    let refused = wait_for("Provisioned=False on the Room", WAIT, || async {
+        let status = rooms
+            .get("standup")
+            .await
+            .map_err(|e| e.to_string())?
+            .status;
+        let status = status.ok_or("no status")?;
+        match conditions::find(&status.conditions, conditions::PROVISIONED) {
+            Some(c) if c.status == "False" => Ok((c.clone(), status.sfu_node.clone())),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    let (condition, node) = refused;
+    assert_eq!(condition.reason, "ProvisionFailed");
+    assert!(
+        condition.message.contains(&id) && condition.message.contains("sfu-a"),
+        "names the room and the node: {}",
+        condition.message
+    );
+    assert_eq!(node, None, "not placed while the SFU lacks the room");
+    assert!(a.list_rooms().unwrap().is_empty(), "nothing created on A");
+
+    set_room_admin_key(a.options().room_admin_key.clone()).await;
+    let placed = placed_on(&rooms, "standup", "sfu-a").await;
+    let provisioned =
+        conditions::find(&placed.status.unwrap().conditions, conditions::PROVISIONED).cloned();
+    assert_eq!(
+        provisioned.map(|c| (c.status, c.reason)),
+        Some(("True".to_owned(), "Created".to_owned()))
+    );
+    assert_eq!(a.list_rooms().unwrap(), [id.as_str()]);
+}

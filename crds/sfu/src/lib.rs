@@ -3,11 +3,14 @@
 //!
 //! - [`janus`]: the `JanusVideoRoom` kind: signed tokens, the room's id and pin on Janus, and
 //!   the credentials Secret.
+//! - [`janus_config`]: the configuration files of a Janus Switchboard starts itself (dev
+//!   mode's `--janus`, the tests).
 //!
 //! The I/O half (creating rooms, reading health and load) lives in the operator; the adapter
 //! contract a new kind implements is docs/sfu.md.
 
 pub mod janus;
+pub mod janus_config;
 
 pub use switchboard_crds::SfuKind;
 

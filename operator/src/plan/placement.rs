@@ -171,6 +171,8 @@ pub struct RoomPlacement {
     pub add_finalizer: Option<Vec<String>>,
     /// The copy on the node the room left, to destroy once the new placement is written.
     pub release: Option<Release>,
+    /// The room's conditions before this placement, for [`RoomPlacement::provision_failed_patch`].
+    pub previous_conditions: Vec<Condition>,
 }
 
 /// One Room's Unschedulable write, which also releases any node it had.
@@ -231,6 +233,42 @@ impl RoomPlacement {
 
     pub fn is_failover(&self) -> bool {
         self.moved_from.is_some()
+    }
+
+    /// The status patch that shows why the room could not be created on its SFU:
+    /// `Provisioned=False` (`ProvisionFailed`, with the SFU's answer), the rest of the status
+    /// as it was, since the placement is not written until the SFU holds the room. `None` when
+    /// the room already shows that same failure, so retries do not write it again.
+    pub fn provision_failed_patch(
+        &self,
+        resource_version: Option<String>,
+        error: &str,
+        now: Timestamp,
+    ) -> Option<Value> {
+        let message = match &self.provision {
+            Some(p) => format!(
+                "cannot create room {} on {}: {error}",
+                p.sfu_room, self.node
+            ),
+            None => return None,
+        };
+        let shown = conditions::find(&self.previous_conditions, conditions::PROVISIONED)
+            .is_some_and(|c| c.status == "False" && c.message == message);
+        if shown {
+            return None;
+        }
+        let condition = conditions::new_condition(
+            conditions::PROVISIONED,
+            false,
+            "ProvisionFailed",
+            message,
+            self.observed_generation,
+            Time(now),
+        );
+        Some(json!({
+            "metadata": {"resourceVersion": resource_version},
+            "status": {"conditions": conditions::upsert(&self.previous_conditions, condition)},
+        }))
     }
 }
 
@@ -569,6 +607,7 @@ fn room_placement(
         provisioned,
     );
     RoomPlacement {
+        previous_conditions: status.conditions,
         provision,
         add_finalizer,
         release,

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use crate::ids::{Region, RoomId};
 use crate::protocol::SfuInfo;
 
-pub use self::fixed::{FixedError, FixedNode, FixedPlacement};
+pub use self::fixed::{FixedError, FixedJanus, FixedNode, FixedPlacement};
 pub use self::kubernetes::{AutoCreate, DirectoryOptions, RoomDirectory};
 
 /// Why a room cannot be joined.

@@ -2,6 +2,9 @@
 //! are placed on a fixed list of SFU nodes ([`crate::rooms::FixedPlacement`]), room state is
 //! in memory, join tokens are signed with a key generated at start and minted by
 //! `/dev/token`, and the demo page is served from `/`. Everything else is `serve`'s.
+//! With `--janus` it also starts a local Janus and places rooms on it ([`janus`]).
+
+pub mod janus;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,10 @@ pub enum DevError {
     Key(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("--janus: {0}")]
+    Janus(#[from] janus::LocalJanusError),
+    #[error("--janus: {0}")]
+    JanusExited(String),
 }
 
 /// Runs dev mode until Ctrl-C or SIGTERM.
@@ -30,6 +37,12 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     }
     for path in &args.sfu_files {
         nodes.extend(FixedNode::from_yaml_file(path)?);
+    }
+    let mut local_janus = None;
+    if args.janus.janus {
+        let running = janus::RunningJanus::start(&args.janus).await?;
+        nodes.insert(0, running.node());
+        local_janus = Some(running);
     }
     let placement = FixedPlacement::new(nodes, args.limits.default_max_participants)?;
     for node in placement.nodes() {
@@ -74,5 +87,12 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
         rooms: Arc::new(placement),
         signer,
     };
-    Ok(crate::serve::run_with(serve, Some(wiring)).await?)
+    let serving = crate::serve::run_with(serve, Some(wiring));
+    match local_janus {
+        None => Ok(serving.await?),
+        Some(mut janus) => tokio::select! {
+            served = serving => Ok(served?),
+            exited = janus.exited() => Err(DevError::JanusExited(exited)),
+        },
+    }
 }
