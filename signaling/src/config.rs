@@ -314,6 +314,26 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `--janus-rtp-ports` takes `FIRST-LAST` above the privileged ports, and names itself
+    /// when refused.
+    #[test]
+    fn janus_rtp_ports_are_a_sane_range() {
+        let dev = |ports: &str| Cli::try_parse_from(["sig", "dev", "--janus-rtp-ports", ports]);
+        for bad in ["20000", "20999-20000", "80-90", "1-70000", "a-b", ""] {
+            let error = dev(bad).unwrap_err().to_string();
+            assert!(error.contains("--janus-rtp-ports"), "{bad}: {error}");
+            assert!(
+                error.contains("1024 <= FIRST <= LAST <= 65535"),
+                "{bad}: {error}"
+            );
+        }
+        let Command::Dev(args) = dev("30000-30009").unwrap().command else {
+            panic!("dev")
+        };
+        assert_eq!(args.janus.janus_rtp_ports, 30000..=30009);
+        assert!(!args.janus.janus, "off unless asked for");
+    }
+
     /// A zero or absurd SFU token lifetime is refused with a message naming the option.
     #[test]
     fn sfu_token_ttl_is_bounded() {
