@@ -101,6 +101,12 @@ pub const DEFAULT_PARTICIPANT_TTL: Duration = Duration::from_secs(10);
 /// otherwise. A resume that needs older ones fails with [`ResumeRefusal::Overflowed`].
 pub const DEFAULT_MAILBOX_LEN: u32 = 256;
 
+/// How long a room counts as being rebuilt after one of its participants was put back with
+/// [`RoomStore::restore`] (the state had been lost): every pod reconnects within about a
+/// second of Redis coming back and puts its own participants back, so a relay to a
+/// participant who is missing meanwhile waits for it instead of failing.
+pub const REBUILD_WINDOW: Duration = Duration::from_secs(3);
+
 /// One participant as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantEntry {
@@ -334,6 +340,24 @@ pub trait RoomStore: Send + Sync {
         seq: u64,
     ) -> BoxFuture<'a, Result<bool>>;
 
+    /// The relayed messages for `id` after `after` that its mailbox still holds, in order:
+    /// what a connection missed while this process's message link was down.
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomId,
+        id: &'a ParticipantId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Arc<str>)>>>;
+
+    /// Whether `room`'s state is being rebuilt after it was lost, so a participant missing
+    /// from it may still be connected and about to be put back: `sender` (who is connected)
+    /// is missing itself, or a participant was restored within [`REBUILD_WINDOW`].
+    fn rebuilding<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sender: &'a ParticipantId,
+    ) -> BoxFuture<'a, Result<bool>>;
+
     /// Starts delivering `id`'s messages to [`RoomStore::events`]; returns once subscribed.
     fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>>;
 
@@ -427,6 +451,23 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
         seq: u64,
     ) -> BoxFuture<'a, Result<bool>> {
         (**self).restore(room, entry, seq)
+    }
+
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomId,
+        id: &'a ParticipantId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Arc<str>)>>> {
+        (**self).missed(room, id, after)
+    }
+
+    fn rebuilding<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sender: &'a ParticipantId,
+    ) -> BoxFuture<'a, Result<bool>> {
+        (**self).rebuilding(room, sender)
     }
 
     fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>> {
