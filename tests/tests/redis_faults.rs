@@ -1,0 +1,363 @@
+//! Room state faults with real processes: three `switchboard-signaling` pods on one real
+//! Redis, clients spread over them, and Redis restarted empty again and again, paused (slow
+//! but alive), or cut off from one pod by a network partition. After each fault nothing is
+//! lost: every relay is either delivered exactly once with consecutive `seq`s or refused with
+//! `unavailable`, every client's view of the room ends up with everyone still connected,
+//! `resync.seq` is the last `seq` before it, and `/readyz` and `/metrics` answer at once
+//! throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_tests::RedisServer;
+use switchboard_tests::http::get;
+use switchboard_tests::signaling::{Client, SignalingProcess, token};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Restarts in one run: the failures this guards against were timing-dependent.
+const RESTARTS: usize = 10;
+/// How long `/readyz` and `/metrics` may take, whatever Redis is doing.
+const PROBE_BUDGET: Duration = Duration::from_millis(500);
+/// How long a relay refused during an outage may take to be refused.
+const FAIL_FAST: Duration = Duration::from_millis(500);
+
+fn pod(redis_url: &str, name: &str) -> SignalingProcess {
+    SignalingProcess::start(&[
+        &format!("--redis-url={redis_url}"),
+        &format!("--pod-name={name}"),
+        "--rate-per-second=10000",
+        "--rate-burst=10000",
+    ])
+    .unwrap()
+}
+
+/// One connected participant and what it has seen.
+struct Peer {
+    client: Client,
+    user: String,
+    id: String,
+    pod: usize,
+    /// The highest relayed `seq` received.
+    seq: u64,
+    /// The room as this client sees it: `joined`, then presence and `resync`.
+    view: BTreeSet<String>,
+    /// `resync`s received, with whether each listed everyone on its own.
+    resyncs: Vec<bool>,
+    /// Message numbers received, per sender.
+    got: BTreeSet<u64>,
+}
+
+/// What the test sent and what came back, by message number.
+#[derive(Default)]
+struct Ledger {
+    next: u64,
+    /// number -> (sender index, target index)
+    sent: BTreeMap<u64, (usize, usize)>,
+    /// number -> error code the sender got
+    refused: BTreeMap<u64, String>,
+}
+
+struct Room {
+    peers: Vec<Peer>,
+    ledger: Ledger,
+    everyone: BTreeSet<String>,
+}
+
+impl Room {
+    async fn join(pods: &[SignalingProcess], room: &str, per_pod: usize) -> Room {
+        let mut peers = Vec::new();
+        for (p, server) in pods.iter().enumerate() {
+            for k in 0..per_pod {
+                let user = format!("u{p}{k}");
+                let (client, joined) = Client::join(&server.ws_url(), &token(&user, room, HOUR))
+                    .await
+                    .unwrap();
+                peers.push(Peer {
+                    client,
+                    user,
+                    id: joined["participantId"].as_str().unwrap().to_owned(),
+                    pod: p,
+                    seq: 0,
+                    view: ids(&joined["participants"]),
+                    resyncs: Vec::new(),
+                    got: BTreeSet::new(),
+                });
+            }
+        }
+        let everyone = peers.iter().map(|p| p.id.clone()).collect();
+        let mut room = Room {
+            peers,
+            ledger: Ledger::default(),
+            everyone,
+        };
+        room.drain(Duration::from_millis(300)).await;
+        room
+    }
+
+    /// Sends one offer from `from` to `to`, numbered, with the number as its `ref`.
+    async fn send(&mut self, from: usize, to: usize) -> u64 {
+        self.ledger.next += 1;
+        let n = self.ledger.next;
+        let message = json!({
+            "type": "offer", "to": self.peers[to].id,
+            "sdp": format!("v=0 n={n}"), "ref": format!("n{n}"),
+        });
+        self.peers[from].client.send_json(&message).await.unwrap();
+        self.ledger.sent.insert(n, (from, to));
+        n
+    }
+
+    /// Every peer sends one offer to every other.
+    async fn all_pairs(&mut self) {
+        for from in 0..self.peers.len() {
+            for to in 0..self.peers.len() {
+                if from != to {
+                    self.send(from, to).await;
+                }
+            }
+        }
+    }
+
+    /// Reads every peer's messages until each has been quiet for `quiet`, checking each
+    /// message as it comes.
+    async fn drain(&mut self, quiet: Duration) {
+        for i in 0..self.peers.len() {
+            while let Some(message) = self.peers[i].client.recv_within(quiet).await.unwrap() {
+                self.take(i, &message);
+            }
+        }
+    }
+
+    /// Reads until every peer has had `resyncs` resyncs, then drains; bounded.
+    async fn until_resynced(&mut self, resyncs: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        for i in 0..self.peers.len() {
+            while self.peers[i].resyncs.len() < resyncs {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} got no resync within {within:?}",
+                    self.peers[i].user
+                );
+                if let Some(message) = self.peers[i]
+                    .client
+                    .recv_within(Duration::from_millis(200))
+                    .await
+                    .unwrap()
+                {
+                    self.take(i, &message);
+                }
+            }
+        }
+        self.drain(Duration::from_millis(300)).await;
+    }
+
+    fn take(&mut self, i: usize, message: &Value) {
+        let everyone = self.everyone.clone();
+        let peer = &mut self.peers[i];
+        let user = peer.user.clone();
+        match message["type"].as_str().unwrap() {
+            "offer" => {
+                let seq = message["seq"].as_u64().unwrap();
+                assert_eq!(
+                    seq,
+                    peer.seq + 1,
+                    "{user}: seq must have no gaps or repeats: {message}"
+                );
+                peer.seq = seq;
+                let sdp = message["sdp"].as_str().unwrap();
+                let n: u64 = sdp.rsplit("n=").next().unwrap().parse().unwrap();
+                assert!(peer.got.insert(n), "{user}: message {n} delivered twice");
+            }
+            "resync" => {
+                assert_eq!(
+                    message["seq"].as_u64().unwrap(),
+                    peer.seq,
+                    "{user}: resync.seq is the last seq before it: {message}"
+                );
+                peer.view = ids(&message["participants"]);
+                peer.resyncs.push(peer.view == everyone);
+            }
+            "participantJoined" => {
+                peer.view
+                    .insert(message["participant"]["id"].as_str().unwrap().to_owned());
+            }
+            "participantLeft" => {
+                let id = message["id"].as_str().unwrap();
+                assert!(
+                    !everyone.contains(id),
+                    "{user}: told that {id}, still connected, left: {message}"
+                );
+                peer.view.remove(id);
+            }
+            "error" => {
+                let code = message["code"].as_str().unwrap().to_owned();
+                let n: u64 = message["ref"].as_str().unwrap()[1..].parse().unwrap();
+                assert_eq!(
+                    code, "unavailable",
+                    "{user}: the only refusal a connected target may get: {message}"
+                );
+                self.ledger.refused.insert(n, code);
+            }
+            _ => {}
+        }
+    }
+
+    /// Every message sent so far was delivered exactly once or refused, never both, never
+    /// neither; every view holds everyone.
+    fn check(&self, when: &str) {
+        for (n, (from, to)) in &self.ledger.sent {
+            let delivered = self.peers[*to].got.contains(n);
+            let refused = self.ledger.refused.contains_key(n);
+            assert!(
+                delivered != refused,
+                "{when}: message {n} from {} to {}: delivered {delivered}, refused {refused}",
+                self.peers[*from].user,
+                self.peers[*to].user
+            );
+        }
+        for peer in &self.peers {
+            assert_eq!(peer.view, self.everyone, "{when}: {}'s view", peer.user);
+        }
+    }
+
+    /// Sends from each peer to the next until `stop` returns true, pausing between rounds.
+    async fn traffic_until(&mut self, mut stop: impl FnMut() -> bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !stop() {
+            assert!(Instant::now() < deadline, "not settled within {within:?}");
+            let count = self.peers.len();
+            for from in 0..count {
+                self.send(from, (from + 1) % count).await;
+            }
+            for i in 0..count {
+                while let Some(message) = self.peers[i]
+                    .client
+                    .recv_within(Duration::from_millis(5))
+                    .await
+                    .unwrap()
+                {
+                    self.take(i, &message);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn ids(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A probe's status, checked to answer within [`PROBE_BUDGET`].
+fn quick_status(port: u16, path: &str) -> u16 {
+    let start = Instant::now();
+    let code = get(port, path).map(|(code, _)| code).unwrap_or(0);
+    let took = start.elapsed();
+    assert!(
+        took < PROBE_BUDGET,
+        "{path} on port {port} took {took:?} (answered {code})"
+    );
+    code
+}
+
+fn all_ready(pods: &[SignalingProcess]) -> bool {
+    pods.iter()
+        .all(|pod| quick_status(pod.port(), "/readyz") == 200)
+}
+
+async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A relay from `from` during an outage is refused with `unavailable` at once.
+async fn refused_fast(room: &mut Room, from: usize, to: usize) {
+    let n = room.send(from, to).await;
+    let start = Instant::now();
+    let answer = room.peers[from]
+        .client
+        .recv_within(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("an answer to a relay during the outage");
+    let took = start.elapsed();
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+    assert_eq!(answer["ref"], format!("n{n}"));
+    assert!(took < FAIL_FAST, "refused after {took:?}");
+    room.take(from, &answer);
+}
+
+/// Proves recovery from a Redis restart is exact, ten times over with three pods: during
+/// the outage probes answer at once (503) and relays are refused with `unavailable` at
+/// once; after it, every client gets one `resync` whose `seq` is its last one and whose
+/// view (with the presence that follows) holds everyone still connected, no relay sent
+/// around the return is lost or refused with anything but `unavailable`, and once every pod
+/// is ready every relay is delivered.
+#[tokio::test]
+async fn recovery_from_repeated_redis_restarts_is_exact() {
+    switchboard_tests::require!(Redis);
+    let mut redis = Some(RedisServer::start().unwrap());
+    let port = redis.as_ref().unwrap().port();
+    let url = redis.as_ref().unwrap().url();
+    let pods: Vec<SignalingProcess> = ["one", "two", "three"]
+        .iter()
+        .map(|name| pod(&url, name))
+        .collect();
+    let mut room = Room::join(&pods, "restarts", 2).await;
+    room.all_pairs().await;
+    room.drain(Duration::from_millis(300)).await;
+    room.check("before any restart");
+
+    let mut complete = 0;
+    for restart in 1..=RESTARTS {
+        let when = format!("restart {restart}");
+        drop(redis.take());
+        for pod in &pods {
+            let port = pod.port();
+            eventually(Duration::from_secs(5), "/readyz 503", || {
+                quick_status(port, "/readyz") == 503
+            })
+            .await;
+            assert_eq!(quick_status(port, "/metrics"), 200);
+            assert_eq!(quick_status(port, "/healthz"), 200);
+        }
+        refused_fast(&mut room, restart % 6, (restart + 1) % 6).await;
+
+        redis = Some(RedisServer::start_on(port).unwrap());
+        // Relays keep coming while the pods find Redis again and rebuild the room.
+        room.traffic_until(|| all_ready(&pods), Duration::from_secs(15))
+            .await;
+        room.until_resynced(restart, Duration::from_secs(15)).await;
+        room.all_pairs().await;
+        room.drain(Duration::from_millis(300)).await;
+        room.check(&when);
+        for peer in &room.peers {
+            assert_eq!(peer.resyncs.len(), restart, "{when}: {}", peer.user);
+        }
+        // Once every pod is ready, nothing is refused any more.
+        let refused_before = room.ledger.refused.len();
+        room.all_pairs().await;
+        room.drain(Duration::from_millis(300)).await;
+        assert_eq!(room.ledger.refused.len(), refused_before, "{when}");
+        room.check(&when);
+    }
+    for peer in &room.peers {
+        complete += peer.resyncs.iter().filter(|c| **c).count();
+    }
+    let total = room.peers.len() * RESTARTS;
+    eprintln!(
+        "{RESTARTS} restarts: {complete} of {total} resyncs listed everyone on their own; {} relays sent, {} refused with unavailable",
+        room.ledger.sent.len(),
+        room.ledger.refused.len()
+    );
+}
