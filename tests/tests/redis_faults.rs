@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -360,4 +360,106 @@ async fn recovery_from_repeated_redis_restarts_is_exact() {
         room.ledger.sent.len(),
         room.ledger.refused.len()
     );
+}
+
+/// Proves what a resume token issued before Redis lost everything is worth: a session that
+/// stayed connected through the loss was put back with its token, so it resumes, exactly
+/// (what it missed after the loss is replayed; asking for what only the lost mailbox held is
+/// refused with `resume_failed`); a session whose connection was gone when the state was
+/// lost cannot be resumed (`resume_failed`), since no pod could put it back.
+#[tokio::test]
+async fn resume_tokens_after_redis_lost_everything() {
+    switchboard_tests::require!(Redis);
+    let redis = RedisServer::start().unwrap();
+    let port = redis.port();
+    let pods = [pod(&redis.url(), "one"), pod(&redis.url(), "two")];
+    let room = "resume-after-loss";
+    let (mut bob, jb) = Client::join(&pods[1].ws_url(), &token("bob", room, HOUR))
+        .await
+        .unwrap();
+    let mut joined = HashMap::new();
+    let mut clients = HashMap::new();
+    for user in ["alice", "carol", "dave"] {
+        let (client, j) = Client::join(&pods[0].ws_url(), &token(user, room, HOUR))
+            .await
+            .unwrap();
+        clients.insert(user, client);
+        joined.insert(user, j);
+    }
+    let offer = |to: &Value, n: u32| json!({"type": "offer", "to": to, "sdp": format!("v=0 n={n}")});
+    for user in ["alice", "carol", "dave"] {
+        bob.send_json(&offer(&joined[user]["participantId"], 1))
+            .await
+            .unwrap();
+        let got = clients.get_mut(user).unwrap().recv_type("offer").await.unwrap();
+        assert_eq!(got["seq"], 1, "{user}");
+    }
+
+    drop(redis);
+    for pod in &pods {
+        let port = pod.port();
+        eventually(Duration::from_secs(5), "/readyz 503", || {
+            quick_status(port, "/readyz") == 503
+        })
+        .await;
+    }
+    // dave's connection ends while the state is gone: nobody can put him back.
+    drop(clients.remove("dave"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _redis = RedisServer::start_on(port).unwrap();
+    eventually(Duration::from_secs(10), "every pod ready", || all_ready(&pods)).await;
+    for user in ["alice", "carol"] {
+        let resync = clients.get_mut(user).unwrap().recv_type("resync").await.unwrap();
+        assert_eq!(resync["seq"], 1, "{user}: {resync}");
+    }
+    bob.recv_type("resync").await.unwrap();
+
+    // After the loss alice gets seq 2, then drops; seq 3 is sent while she is away.
+    bob.send_json(&offer(&joined["alice"]["participantId"], 2))
+        .await
+        .unwrap();
+    let got = clients.get_mut("alice").unwrap().recv_type("offer").await.unwrap();
+    assert_eq!(got["seq"], 2);
+    drop(clients.remove("alice"));
+    bob.send_json(&offer(&joined["alice"]["participantId"], 3))
+        .await
+        .unwrap();
+    drop(clients.remove("carol"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut alice, resumed) = Client::resume(
+        &pods[1].ws_url(),
+        &token("alice", room, HOUR),
+        joined["alice"]["resumeToken"].as_str().unwrap(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed["type"], "joined", "{resumed}");
+    assert_eq!(resumed["resumed"], true);
+    assert_eq!(resumed["participantId"], joined["alice"]["participantId"]);
+    assert_eq!(resumed["seq"], 3);
+    let replayed = alice.recv_type("offer").await.unwrap();
+    assert_eq!((replayed["seq"].as_u64(), replayed["sdp"].as_str()), (Some(3), Some("v=0 n=3")));
+
+    // carol asks for seq 1 again, which only the lost mailbox held.
+    let (_, refused) = Client::resume(
+        &pods[1].ws_url(),
+        &token("carol", room, HOUR),
+        joined["carol"]["resumeToken"].as_str().unwrap(),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused["code"], "resume_failed", "{refused}");
+    let (_, refused) = Client::resume(
+        &pods[1].ws_url(),
+        &token("dave", room, HOUR),
+        joined["dave"]["resumeToken"].as_str().unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused["code"], "resume_failed", "{refused}");
+    let _ = jb;
 }
