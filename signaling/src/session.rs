@@ -615,7 +615,11 @@ async fn relay(
                 // The sender is connected, so it belongs in the room: put it back at once
                 // if the state lost it (this is a no-op when it is there).
                 let delivered = state.hub.delivered(&j.room, &j.id).unwrap_or(0);
-                if let Err(error) = state.store.restore(&j.room, j.entry.clone(), delivered).await {
+                if let Err(error) = state
+                    .store
+                    .restore(&j.room, j.entry.clone(), delivered)
+                    .await
+                {
                     break Err(error);
                 }
                 tokio::time::sleep(REBUILD_RETRY).await;

@@ -84,7 +84,10 @@ pub struct Health {
 impl Health {
     /// Why the room state is unusable right now, if it is.
     pub fn store_down(&self) -> Option<String> {
-        self.down.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether this pod's sessions are being put back after an outage.
@@ -205,7 +208,10 @@ async fn recover(state: Arc<AppState>, generation: u64, sessions: Vec<Snapshot>)
             .end_recovery(generation, &session.room, token, missed, None);
     }
     if current() {
-        state.health.finished.fetch_max(generation, Ordering::AcqRel);
+        state
+            .health
+            .finished
+            .fetch_max(generation, Ordering::AcqRel);
     }
     tokio::time::sleep(RESYNC_SETTLE).await;
     if !current() {
@@ -230,13 +236,10 @@ async fn recover(state: Arc<AppState>, generation: u64, sessions: Vec<Snapshot>)
             }
         };
         for token in tokens {
-            let sent = state.hub.end_recovery(
-                generation,
-                room,
-                token,
-                Vec::new(),
-                participants.clone(),
-            );
+            let sent =
+                state
+                    .hub
+                    .end_recovery(generation, room, token, Vec::new(), participants.clone());
             if sent && participants.is_some() {
                 state.metrics.resyncs.inc();
             }

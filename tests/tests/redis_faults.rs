@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchboard_tests::RedisServer;
-use switchboard_tests::http::get;
+use switchboard_tests::http::request;
+use switchboard_tests::netns::NetNamespace;
 use switchboard_tests::signaling::{Client, SignalingProcess, token};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -131,11 +132,12 @@ impl Room {
         }
     }
 
-    /// Reads until every peer has had `resyncs` resyncs, then drains; bounded.
-    async fn until_resynced(&mut self, resyncs: usize, within: Duration) {
+    /// Reads until each peer has had as many resyncs as `resyncs` says, then drains;
+    /// bounded.
+    async fn until_resynced(&mut self, resyncs: &[usize], within: Duration) {
         let deadline = Instant::now() + within;
         for i in 0..self.peers.len() {
-            while self.peers[i].resyncs.len() < resyncs {
+            while self.peers[i].resyncs.len() < resyncs[i] {
                 assert!(
                     Instant::now() < deadline,
                     "{} got no resync within {within:?}",
@@ -256,20 +258,35 @@ fn ids(list: &Value) -> BTreeSet<String> {
 }
 
 /// A probe's status, checked to answer within [`PROBE_BUDGET`].
-fn quick_status(port: u16, path: &str) -> u16 {
+fn quick_status(pod: &SignalingProcess, path: &str) -> u16 {
     let start = Instant::now();
-    let code = get(port, path).map(|(code, _)| code).unwrap_or(0);
+    let code = request(pod.ip(), pod.port(), "GET", path, None)
+        .map(|(code, _)| code)
+        .unwrap_or(0);
     let took = start.elapsed();
     assert!(
         took < PROBE_BUDGET,
-        "{path} on port {port} took {took:?} (answered {code})"
+        "{path} on {} took {took:?} (answered {code})",
+        pod.http_url()
     );
     code
 }
 
 fn all_ready(pods: &[SignalingProcess]) -> bool {
-    pods.iter()
-        .all(|pod| quick_status(pod.port(), "/readyz") == 200)
+    pods.iter().all(|pod| quick_status(pod, "/readyz") == 200)
+}
+
+/// Waits (bounded) until every pod in `pods` reports not ready, checking the probes answer
+/// at once meanwhile.
+async fn all_not_ready(pods: &[&SignalingProcess], within: Duration) {
+    for pod in pods {
+        eventually(within, "/readyz 503", || {
+            quick_status(pod, "/readyz") == 503
+        })
+        .await;
+        assert_eq!(quick_status(pod, "/metrics"), 200);
+        assert_eq!(quick_status(pod, "/healthz"), 200);
+    }
 }
 
 async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
@@ -322,28 +339,22 @@ async fn recovery_from_repeated_redis_restarts_is_exact() {
     for restart in 1..=RESTARTS {
         let when = format!("restart {restart}");
         drop(redis.take());
-        for pod in &pods {
-            let port = pod.port();
-            eventually(Duration::from_secs(5), "/readyz 503", || {
-                quick_status(port, "/readyz") == 503
-            })
-            .await;
-            assert_eq!(quick_status(port, "/metrics"), 200);
-            assert_eq!(quick_status(port, "/healthz"), 200);
-        }
+        all_not_ready(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(5)).await;
         refused_fast(&mut room, restart % 6, (restart + 1) % 6).await;
 
         redis = Some(RedisServer::start_on(port).unwrap());
         // Relays keep coming while the pods find Redis again and rebuild the room.
         room.traffic_until(|| all_ready(&pods), Duration::from_secs(15))
             .await;
-        room.until_resynced(restart, Duration::from_secs(15)).await;
+        room.until_resynced(&vec![restart; 6], Duration::from_secs(15))
+            .await;
         room.all_pairs().await;
         room.drain(Duration::from_millis(300)).await;
         room.check(&when);
         for peer in &room.peers {
             assert_eq!(peer.resyncs.len(), restart, "{when}: {}", peer.user);
         }
+        assert!(room.peers.iter().all(|p| p.pod < pods.len()));
         // Once every pod is ready, nothing is refused any more.
         let refused_before = room.ledger.refused.len();
         room.all_pairs().await;
@@ -386,30 +397,38 @@ async fn resume_tokens_after_redis_lost_everything() {
         clients.insert(user, client);
         joined.insert(user, j);
     }
-    let offer = |to: &Value, n: u32| json!({"type": "offer", "to": to, "sdp": format!("v=0 n={n}")});
+    let offer =
+        |to: &Value, n: u32| json!({"type": "offer", "to": to, "sdp": format!("v=0 n={n}")});
     for user in ["alice", "carol", "dave"] {
         bob.send_json(&offer(&joined[user]["participantId"], 1))
             .await
             .unwrap();
-        let got = clients.get_mut(user).unwrap().recv_type("offer").await.unwrap();
+        let got = clients
+            .get_mut(user)
+            .unwrap()
+            .recv_type("offer")
+            .await
+            .unwrap();
         assert_eq!(got["seq"], 1, "{user}");
     }
 
     drop(redis);
-    for pod in &pods {
-        let port = pod.port();
-        eventually(Duration::from_secs(5), "/readyz 503", || {
-            quick_status(port, "/readyz") == 503
-        })
-        .await;
-    }
+    all_not_ready(&[&pods[0], &pods[1]], Duration::from_secs(5)).await;
     // dave's connection ends while the state is gone: nobody can put him back.
     drop(clients.remove("dave"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _redis = RedisServer::start_on(port).unwrap();
-    eventually(Duration::from_secs(10), "every pod ready", || all_ready(&pods)).await;
+    eventually(Duration::from_secs(10), "every pod ready", || {
+        all_ready(&pods)
+    })
+    .await;
     for user in ["alice", "carol"] {
-        let resync = clients.get_mut(user).unwrap().recv_type("resync").await.unwrap();
+        let resync = clients
+            .get_mut(user)
+            .unwrap()
+            .recv_type("resync")
+            .await
+            .unwrap();
         assert_eq!(resync["seq"], 1, "{user}: {resync}");
     }
     bob.recv_type("resync").await.unwrap();
@@ -418,7 +437,12 @@ async fn resume_tokens_after_redis_lost_everything() {
     bob.send_json(&offer(&joined["alice"]["participantId"], 2))
         .await
         .unwrap();
-    let got = clients.get_mut("alice").unwrap().recv_type("offer").await.unwrap();
+    let got = clients
+        .get_mut("alice")
+        .unwrap()
+        .recv_type("offer")
+        .await
+        .unwrap();
     assert_eq!(got["seq"], 2);
     drop(clients.remove("alice"));
     bob.send_json(&offer(&joined["alice"]["participantId"], 3))
@@ -440,7 +464,10 @@ async fn resume_tokens_after_redis_lost_everything() {
     assert_eq!(resumed["participantId"], joined["alice"]["participantId"]);
     assert_eq!(resumed["seq"], 3);
     let replayed = alice.recv_type("offer").await.unwrap();
-    assert_eq!((replayed["seq"].as_u64(), replayed["sdp"].as_str()), (Some(3), Some("v=0 n=3")));
+    assert_eq!(
+        (replayed["seq"].as_u64(), replayed["sdp"].as_str()),
+        (Some(3), Some("v=0 n=3"))
+    );
 
     // carol asks for seq 1 again, which only the lost mailbox held.
     let (_, refused) = Client::resume(
@@ -481,10 +508,18 @@ fn redis_command(port: u16, command: &str) -> String {
 
 /// After a fault is over: relays flow while the pods come back, every client gets its
 /// `resync`, and then everything sent is accounted for and every relay is delivered.
-async fn after_fault(room: &mut Room, pods: &[SignalingProcess], resyncs: usize, when: &str) {
+async fn after_fault(room: &mut Room, pods: &[SignalingProcess], resyncs: &[usize], when: &str) {
     room.traffic_until(|| all_ready(pods), Duration::from_secs(20))
         .await;
     room.until_resynced(resyncs, Duration::from_secs(15)).await;
+    for (peer, expected) in room.peers.iter().zip(resyncs) {
+        assert_eq!(
+            peer.resyncs.len(),
+            *expected,
+            "{when}: {}'s resyncs",
+            peer.user
+        );
+    }
     room.all_pairs().await;
     room.drain(Duration::from_millis(300)).await;
     room.check(when);
@@ -513,19 +548,77 @@ async fn a_paused_redis_loses_nothing() {
 
     let paused_at = Instant::now();
     assert_eq!(redis_command(redis.port(), "CLIENT PAUSE 5000 ALL"), "+OK");
-    for pod in &pods {
-        let port = pod.port();
-        eventually(Duration::from_secs(4), "/readyz 503 while paused", || {
-            quick_status(port, "/readyz") == 503
-        })
-        .await;
-        assert_eq!(quick_status(port, "/metrics"), 200);
-    }
+    all_not_ready(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(4)).await;
     assert!(
         paused_at.elapsed() < Duration::from_secs(4),
         "the pause was over before it could be checked; the machine is too slow for this test"
     );
     refused_fast(&mut room, 0, 3).await;
     refused_fast(&mut room, 4, 1).await;
-    after_fault(&mut room, &pods, 1, "after the pause").await;
+    after_fault(&mut room, &pods, &[1; 6], "after the pause").await;
+}
+
+/// Proves a network partition between one pod and Redis, with Redis running on, loses
+/// nothing. The pod runs in a network namespace whose packets to Redis are dropped (no reset:
+/// Redis just goes silent) for 4 s, less than the participant TTL. The cut pod notices within
+/// seconds and turns not ready while the others stay ready; its clients' relays are refused
+/// at once; relays to its clients are kept in their mailboxes. When the link heals, its
+/// clients get what was relayed to them meanwhile, then a `resync`, with nothing skipped;
+/// the other pods' clients notice nothing.
+#[tokio::test]
+async fn a_partition_between_one_pod_and_redis_loses_nothing() {
+    switchboard_tests::require!(Redis);
+    let ns = NetNamespace::create().unwrap();
+    let redis =
+        RedisServer::start_bound(switchboard_tests::free_port().unwrap(), &[ns.outer()]).unwrap();
+    let cut_url = format!("redis://{}:{}/", ns.outer(), redis.port());
+    let pods = vec![
+        pod(&redis.url(), "one"),
+        pod(&redis.url(), "two"),
+        SignalingProcess::start_in(
+            &ns,
+            &[
+                &format!("--redis-url={cut_url}"),
+                "--pod-name=cut",
+                "--rate-per-second=10000",
+                "--rate-burst=10000",
+            ],
+        )
+        .unwrap(),
+    ];
+    let mut room = Room::join(&pods, "partition", 2).await;
+    room.all_pairs().await;
+    room.drain(Duration::from_millis(300)).await;
+    room.check("before the partition");
+
+    let cut_at = Instant::now();
+    ns.cut(redis.port()).unwrap();
+    all_not_ready(&[&pods[2]], Duration::from_secs(5)).await;
+    assert!(all_ready(&pods[..2]), "the other pods are not affected");
+    refused_fast(&mut room, 4, 0).await;
+    // Relays to the cut pod's clients are accepted and kept for them, not yet delivered.
+    let mut kept = Vec::new();
+    for from in 0..4 {
+        kept.push((4, room.send(from, 4).await));
+        kept.push((5, room.send(from, 5).await));
+    }
+    room.drain(Duration::from_millis(300)).await;
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(4),
+        "the machine is too slow for this test"
+    );
+    for (to, n) in &kept {
+        assert!(
+            !room.peers[*to].got.contains(n),
+            "message {n} crossed the partition"
+        );
+        assert!(
+            !room.ledger.refused.contains_key(n),
+            "message {n} was refused"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(cut_at.elapsed())).await;
+    ns.heal().unwrap();
+    let resyncs: Vec<usize> = room.peers.iter().map(|p| usize::from(p.pod == 2)).collect();
+    after_fault(&mut room, &pods, &resyncs, "after the partition").await;
 }

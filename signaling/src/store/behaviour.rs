@@ -754,8 +754,20 @@ pub async fn missed_reads_the_mailbox_after_a_seq(store: impl RoomStore) {
     let seqs: Vec<u64> = missed.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, [3, 4]);
     assert!(missed[0].1.contains("n=2") && missed[0].1.ends_with(",\"seq\":3}"));
-    assert!(store.missed(&room, &pid("p-a"), 4).await.unwrap().is_empty());
-    assert!(store.missed(&room, &pid("p-x"), 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .missed(&room, &pid("p-a"), 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .missed(&room, &pid("p-x"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A room is being rebuilt while its sender is missing, and for [`super::REBUILD_WINDOW`]
@@ -769,7 +781,10 @@ pub async fn rebuilding_follows_restores(store: impl RoomStore) {
     store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
     assert!(!store.rebuilding(&room, &pid("p-a")).await.unwrap());
     assert!(
-        !store.restore(&room, entry("p-a", "alice"), 0).await.unwrap(),
+        !store
+            .restore(&room, entry("p-a", "alice"), 0)
+            .await
+            .unwrap(),
         "p-a is present: nothing to put back"
     );
     assert!(!store.rebuilding(&room, &pid("p-a")).await.unwrap());
