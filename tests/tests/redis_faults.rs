@@ -136,8 +136,8 @@ impl Room {
     /// bounded.
     async fn until_resynced(&mut self, resyncs: &[usize], within: Duration) {
         let deadline = Instant::now() + within;
-        for i in 0..self.peers.len() {
-            while self.peers[i].resyncs.len() < resyncs[i] {
+        for (i, expected) in resyncs.iter().enumerate() {
+            while self.peers[i].resyncs.len() < *expected {
                 assert!(
                     Instant::now() < deadline,
                     "{} got no resync within {within:?}",
@@ -346,7 +346,7 @@ async fn recovery_from_repeated_redis_restarts_is_exact() {
         // Relays keep coming while the pods find Redis again and rebuild the room.
         room.traffic_until(|| all_ready(&pods), Duration::from_secs(15))
             .await;
-        room.until_resynced(&vec![restart; 6], Duration::from_secs(15))
+        room.until_resynced(&[restart; 6], Duration::from_secs(15))
             .await;
         room.all_pairs().await;
         room.drain(Duration::from_millis(300)).await;

@@ -466,7 +466,7 @@ impl RoomStore for MemoryStore {
         room: &'a RoomId,
         id: &'a ParticipantId,
         after: u64,
-    ) -> BoxFuture<'a, Result<Vec<(u64, Arc<str>)>>> {
+    ) -> BoxFuture<'a, Result<super::Relayed>> {
         Box::pin(async move { Ok(self.missed_now(room, id, after)) })
     }
 

@@ -107,6 +107,9 @@ pub const DEFAULT_MAILBOX_LEN: u32 = 256;
 /// participant who is missing meanwhile waits for it instead of failing.
 pub const REBUILD_WINDOW: Duration = Duration::from_secs(3);
 
+/// Relayed messages as `(seq, text)`, oldest first.
+pub type Relayed = Vec<(u64, Arc<str>)>;
+
 /// One participant as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantEntry {
@@ -347,7 +350,7 @@ pub trait RoomStore: Send + Sync {
         room: &'a RoomId,
         id: &'a ParticipantId,
         after: u64,
-    ) -> BoxFuture<'a, Result<Vec<(u64, Arc<str>)>>>;
+    ) -> BoxFuture<'a, Result<Relayed>>;
 
     /// Whether `room`'s state is being rebuilt after it was lost, so a participant missing
     /// from it may still be connected and about to be put back: `sender` (who is connected)
@@ -458,7 +461,7 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
         room: &'a RoomId,
         id: &'a ParticipantId,
         after: u64,
-    ) -> BoxFuture<'a, Result<Vec<(u64, Arc<str>)>>> {
+    ) -> BoxFuture<'a, Result<Relayed>> {
         (**self).missed(room, id, after)
     }
 

@@ -407,7 +407,7 @@ where
         room: &'a RoomId,
         id: &'a ParticipantId,
         after: u64,
-    ) -> BoxFuture<'a, Result<Vec<(u64, Arc<str>)>>> {
+    ) -> BoxFuture<'a, Result<super::Relayed>> {
         Box::pin(async move {
             let after = after.to_string();
             let items: Vec<String> = self
