@@ -34,6 +34,10 @@
 //!   receives [`StoreEvent`]s from [`RoomStore::events`].
 //! - [`RoomStore::resume`] moves a participant to a new connection (any pod) and returns the
 //!   mailbox messages after the client's last `seq`.
+//! - After the message link was down, [`RoomStore::restore`] puts a pod's connected
+//!   participants back if the state was lost (marking the room as being rebuilt, see
+//!   [`RoomStore::rebuilding`]), and [`RoomStore::missed`] gives what each one's mailbox got
+//!   while the pod was not listening.
 //!
 //! An entry that expires (its pod died, or its client never came back within the TTL) is
 //! announced as `participantLeft` with reason `connection_lost` by whichever operation on the
@@ -53,6 +57,7 @@
 //! | `sb:room:{<room>}:expiry`         | zset   | participant id, scored by its deadline (unix ms)|
 //! | `sb:room:{<room>}:seq`            | hash   | participant id -> last `seq` given to it        |
 //! | `sb:room:{<room>}:mailbox:<id>`   | list   | the last relayed messages, as `"<seq> <json>"`  |
+//! | `sb:room:{<room>}:rebuilding`     | string | present for [`REBUILD_WINDOW`] after a restore  |
 //!
 //! and one pub/sub channel per participant, `sb:room:{<room>}:to:<id>`, carrying
 //! `"<seq> <json>"` (seq 0 for presence) or `"replaced <resume token>"` when a newer session
