@@ -960,7 +960,9 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
         .position(|l| l.contains("stopping") && l.contains("SIGTERM"))
         .expect("the leader logged that it is stopping");
     assert!(
-        log.lines().take(stopping).any(|l| l.contains("room placed")),
+        log.lines()
+            .take(stopping)
+            .any(|l| l.contains("room placed")),
         "the leader logs its placements, so their absence below means something"
     );
     let placed_after: Vec<&str> = log

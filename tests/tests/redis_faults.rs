@@ -180,6 +180,12 @@ impl Room {
                     "{user}: resync.seq is the last seq before it: {message}"
                 );
                 peer.view = ids(&message["participants"]);
+                // The docs promise a complete list: every pod has put its participants back
+                // before any pod sends `resync`.
+                assert_eq!(
+                    peer.view, everyone,
+                    "{user}: resync leaves someone out: {message}"
+                );
                 peer.resyncs.push(peer.view == everyone);
             }
             "participantJoined" => {
