@@ -8,6 +8,9 @@
 //! - a session that is starting (between subscribing and sending `joined`) holds its live
 //!   messages back, so `joined` comes first and a resume's replayed messages come before the
 //!   live ones;
+//! - a session being recovered after the message link was down (see
+//!   [`Hub::begin_recovery`]) holds its live messages back the same way, so what its mailbox
+//!   replays comes first and a `resync` is not overtaken by presence it does not include;
 //! - a relayed message whose `seq` the connection already has (replayed, then also received
 //!   live) is dropped.
 //!
@@ -22,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, mpsc};
 
 use crate::ids::{ParticipantId, RoomId};
-use crate::protocol::{CloseCode, ResumeToken, ServerMessage};
+use crate::protocol::{CloseCode, Participant, ResumeToken, ServerMessage};
 use crate::store::{ParticipantEntry, StoreEvent};
 
 /// What a connection's writer task receives.
@@ -59,8 +62,12 @@ pub struct Member {
     entry: ParticipantEntry,
     /// The highest relayed `seq` put on the queue.
     delivered: u64,
-    /// Live messages held back while the session starts; `None` once it is running.
+    /// Live messages held back while the session starts or is recovered; `None` otherwise.
     held: Option<Vec<(u64, Arc<str>)>>,
+    /// Whether the session is still starting (its `joined` not yet queued).
+    starting: bool,
+    /// The recovery holding this session's messages back, if any.
+    recovering: Option<u64>,
 }
 
 impl Member {
@@ -77,6 +84,18 @@ impl Member {
             entry,
             delivered,
             held: Some(Vec::new()),
+            starting: true,
+            recovering: None,
+        }
+    }
+
+    /// Queues what was held back, unless something else still holds it.
+    fn flush(&mut self) {
+        if self.starting || self.recovering.is_some() {
+            return;
+        }
+        for (seq, text) in self.held.take().unwrap_or_default() {
+            self.deliver(seq, text);
         }
     }
 
@@ -102,6 +121,11 @@ impl Member {
 
     fn session(&self) -> Option<&ResumeToken> {
         self.entry.resume.as_ref()
+    }
+
+    fn hold(&mut self, generation: u64) {
+        self.recovering = Some(generation);
+        self.held.get_or_insert_with(Vec::new);
     }
 }
 
@@ -177,9 +201,88 @@ impl Hub {
         for (seq, text) in missed {
             member.deliver(seq, text);
         }
-        for (seq, text) in member.held.take().unwrap_or_default() {
+        member.starting = false;
+        member.flush();
+    }
+
+    /// Starts recovery `generation` after the message link came back: every running session
+    /// holds its live messages back until [`Hub::end_recovery`], and is returned so the
+    /// caller can put it back into the room state and replay its mailbox. Must be called
+    /// before any message that arrived after the link came back is handed to the hub, so that
+    /// none is queued ahead of an older one still to be replayed. A newer generation takes
+    /// over sessions an older one still holds; starting sessions are left to their start.
+    pub fn begin_recovery(&self, generation: u64) -> Vec<Snapshot> {
+        let mut rooms = self.rooms();
+        let mut sessions = Vec::new();
+        for (room, members) in rooms.iter_mut() {
+            for member in members.values_mut() {
+                if member.starting {
+                    continue;
+                }
+                member.hold(generation);
+                sessions.push(Snapshot {
+                    room: room.clone(),
+                    entry: member.entry.clone(),
+                    delivered: member.delivered,
+                });
+            }
+        }
+        sessions
+    }
+
+    /// Holds one session's live messages back for `generation` (to send it a `resync` that
+    /// nothing newer overtakes); `false` if the session is gone, starting, or a newer
+    /// recovery holds it.
+    pub fn hold(&self, generation: u64, room: &RoomId, session: &ResumeToken) -> bool {
+        let mut rooms = self.rooms();
+        let Some(member) = rooms
+            .get_mut(room)
+            .and_then(|m| m.values_mut().find(|m| m.session() == Some(session)))
+        else {
+            return false;
+        };
+        if member.starting || member.recovering.is_some_and(|g| g > generation) {
+            return false;
+        }
+        member.hold(generation);
+        true
+    }
+
+    /// Ends recovery `generation` for one session: queues `missed` (its mailbox after what
+    /// it had), then `resync` with the room's participants if given (its `seq` is the last
+    /// relayed `seq` queued before it), then what was held back. Does nothing if the session
+    /// is gone or a newer recovery holds it.
+    pub fn end_recovery(
+        &self,
+        generation: u64,
+        room: &RoomId,
+        session: &ResumeToken,
+        missed: Vec<(u64, Arc<str>)>,
+        resync: Option<Vec<Participant>>,
+    ) -> bool {
+        let mut rooms = self.rooms();
+        let Some(member) = rooms
+            .get_mut(room)
+            .and_then(|m| m.values_mut().find(|m| m.session() == Some(session)))
+        else {
+            return false;
+        };
+        if member.recovering != Some(generation) {
+            return false;
+        }
+        for (seq, text) in missed {
             member.deliver(seq, text);
         }
+        if let Some(participants) = resync {
+            let message = ServerMessage::Resync {
+                participants,
+                seq: member.delivered,
+            };
+            member.deliver(0, message.to_json().into());
+        }
+        member.recovering = None;
+        member.flush();
+        true
     }
 
     /// Handles what the store sends this process.
@@ -367,6 +470,66 @@ mod tests {
         hub.on_event(message(&room, "p1", 5));
         hub.on_event(message(&room, "p1", 6));
         assert_eq!(texts(&mut rx), ["m3", "m4", "m5", "m6"]);
+    }
+
+    /// A recovery holds live messages from the moment it begins: the mailbox replay comes
+    /// first with nothing skipped, the `resync` carries the last `seq` before it, and presence
+    /// that arrived while the list was being read comes after the `resync`.
+    #[test]
+    fn recovery_replays_before_live_and_resync_is_not_overtaken() {
+        let hub = Hub::default();
+        let room = RoomId::parse("r").unwrap();
+        let p1 = ParticipantId::parse("p1").unwrap();
+        let (m, mut rx, _) = member("p1", "rt1.a", 16, 0);
+        hub.register(&room, m);
+        hub.release(&room, &p1, &token("rt1.a"), Vec::new());
+        hub.on_event(message(&room, "p1", 1));
+        assert_eq!(texts(&mut rx), ["m1"]);
+
+        let sessions = hub.begin_recovery(1);
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].delivered, 1);
+        // Published after the link came back, before the replay of 2 and 3.
+        hub.on_event(message(&room, "p1", 4));
+        assert!(texts(&mut rx).is_empty(), "held during the recovery");
+        let missed: Vec<(u64, Arc<str>)> = vec![(2, "m2".into()), (3, "m3".into())];
+        assert!(hub.end_recovery(1, &room, &token("rt1.a"), missed, None));
+        assert_eq!(texts(&mut rx), ["m2", "m3", "m4"]);
+
+        assert!(hub.hold(1, &room, &token("rt1.a")));
+        hub.on_event(StoreEvent::Message {
+            room: room.clone(),
+            to: p1.clone(),
+            seq: 0,
+            text: "joined-late".into(),
+        });
+        hub.on_event(message(&room, "p1", 5));
+        assert!(hub.end_recovery(1, &room, &token("rt1.a"), Vec::new(), Some(Vec::new())));
+        let out = texts(&mut rx);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0], r#"{"type":"resync","participants":[],"seq":4}"#);
+        assert_eq!(out[1..], ["joined-late", "m5"]);
+    }
+
+    /// An older recovery cannot release what a newer one holds, and a starting session is
+    /// left to its start.
+    #[test]
+    fn newer_recoveries_win_and_starting_sessions_are_left_alone() {
+        let hub = Hub::default();
+        let room = RoomId::parse("r").unwrap();
+        let p1 = ParticipantId::parse("p1").unwrap();
+        let (m, mut rx, _) = member("p1", "rt1.a", 16, 0);
+        hub.register(&room, m);
+        assert!(hub.begin_recovery(1).is_empty(), "still starting");
+        hub.release(&room, &p1, &token("rt1.a"), Vec::new());
+        assert_eq!(hub.begin_recovery(1).len(), 1);
+        assert_eq!(hub.begin_recovery(2).len(), 1);
+        hub.on_event(message(&room, "p1", 1));
+        assert!(!hub.end_recovery(1, &room, &token("rt1.a"), Vec::new(), None));
+        assert!(!hub.hold(1, &room, &token("rt1.a")));
+        assert!(texts(&mut rx).is_empty());
+        assert!(hub.end_recovery(2, &room, &token("rt1.a"), Vec::new(), None));
+        assert_eq!(texts(&mut rx), ["m1"]);
     }
 
     /// A `replaced` naming another session closes this one; naming this one changes nothing.

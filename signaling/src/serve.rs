@@ -198,6 +198,7 @@ pub async fn run_with(args: ServeArgs, dev: Option<DevWiring>) -> Result<(), Ser
         limits: args.limits.clone(),
         sfu_token_ttl: args.sfu_tokens.sfu_token_ttl,
         metrics: Metrics::default(),
+        health: crate::state::Health::default(),
     });
     state.start_tasks();
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -28,7 +28,7 @@ use crate::protocol::{
 };
 use crate::rooms::{ResolveError, SfuRoute};
 use crate::state::AppState;
-use crate::store::{ParticipantEntry, ResumeRequest, StoreError};
+use crate::store::{ParticipantEntry, REBUILD_WINDOW, ResumeRequest, StoreError};
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -192,7 +192,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         undo_join(state, room, &id, &session).await;
         tracing::warn!(%error, "cannot subscribe a participant");
         return Err(Refused::new(
-            ErrorCode::Internal,
+            ErrorCode::Unavailable,
             "room state is unavailable; retry shortly",
             msg_ref,
         ));
@@ -235,12 +235,13 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                 ),
                 error => {
                     state.metrics.store_error(&error);
+                    state.health.store_failed(&error);
                     tracing::warn!(%error, "room state unavailable");
-                    Refused::new(
-                        ErrorCode::Internal,
-                        "room state is unavailable; retry shortly",
-                        msg_ref,
-                    )
+                    let code = match error {
+                        StoreError::Unavailable(_) => ErrorCode::Unavailable,
+                        _ => ErrorCode::Internal,
+                    };
+                    Refused::new(code, "room state is unavailable; retry shortly", msg_ref)
                 }
             });
         }
@@ -566,8 +567,17 @@ async fn keep_alive(state: &AppState, j: &Joined) {
     }
 }
 
+/// How often a relay to a missing participant is tried again while the room is being rebuilt.
+const REBUILD_RETRY: Duration = Duration::from_millis(50);
+
 /// Relays a message through the store, which finds the target inside the sender's room on
 /// whichever pod it is. Returns the error to send back, if any.
+///
+/// While the room state is known to be down the relay fails at once with `unavailable`
+/// instead of waiting out the timeout and holding the client's later messages up. While the
+/// room is being rebuilt after Redis lost it, a target that is missing may be connected to a
+/// pod that has not put it back yet: the relay is tried again until it is back or
+/// [`REBUILD_WINDOW`] has passed.
 async fn relay(
     state: &AppState,
     j: &Joined,
@@ -575,13 +585,48 @@ async fn relay(
     message: &ServerMessage,
     msg_ref: Option<MsgRef>,
 ) -> Option<ServerMessage> {
-    let outcome = state.store.relay(&j.room, to, &message.to_json()).await;
     let failed = |reason| {
         state
             .metrics
             .relay_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    };
+    let unavailable = |msg_ref| {
+        ServerMessage::error(
+            ErrorCode::Unavailable,
+            "room state is unavailable; the message was not delivered",
+            msg_ref,
+        )
+    };
+    if state.health.store_down().is_some() {
+        failed(ErrorCode::Unavailable.as_str());
+        return Some(unavailable(msg_ref));
+    }
+    let text = message.to_json();
+    let give_up = tokio::time::Instant::now() + REBUILD_WINDOW;
+    let outcome = loop {
+        let outcome = state.store.relay(&j.room, to, &text).await;
+        if !matches!(outcome, Ok(None)) || tokio::time::Instant::now() >= give_up {
+            break outcome;
+        }
+        match state.store.rebuilding(&j.room, &j.id).await {
+            Ok(true) => {
+                // The sender is connected, so it belongs in the room: put it back at once
+                // if the state lost it (this is a no-op when it is there).
+                let delivered = state.hub.delivered(&j.room, &j.id).unwrap_or(0);
+                if let Err(error) = state
+                    .store
+                    .restore(&j.room, j.entry.clone(), delivered)
+                    .await
+                {
+                    break Err(error);
+                }
+                tokio::time::sleep(REBUILD_RETRY).await;
+            }
+            Ok(false) => break outcome,
+            Err(error) => break Err(error),
+        }
     };
     match outcome {
         Ok(Some(_)) => {
@@ -595,9 +640,14 @@ async fn relay(
         Err(error) => {
             failed(error.metric_label());
             state.metrics.store_error(&error);
+            state.health.store_failed(&error);
             tracing::warn!(%error, "cannot relay");
+            let code = match error {
+                StoreError::Unavailable(_) => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
+            };
             Some(ServerMessage::error(
-                ErrorCode::Internal,
+                code,
                 "room state is unavailable; the message was not delivered",
                 msg_ref,
             ))

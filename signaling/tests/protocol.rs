@@ -374,6 +374,7 @@ fn codes_are_stable_strings() {
         "placement_timeout",
         "rate_limited",
         "resume_failed",
+        "unavailable",
         "internal",
     ];
     let actual: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();

@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod coturn;
 pub mod http;
 pub mod janus;
+pub mod netns;
 pub mod objects;
 pub mod operator;
 pub mod pki;

@@ -74,6 +74,11 @@ impl OperatorProcess {
         })
     }
 
+    /// Fails if the operator has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.process.check_running()
+    }
+
     /// Kills it with SIGKILL, as a crashed pod would die.
     pub fn kill(&mut self) {
         self.process.kill();

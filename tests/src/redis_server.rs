@@ -29,22 +29,35 @@ impl RedisServer {
     /// Starts an empty `redis-server` on `port`: after dropping another one there, this is
     /// what a restarted Redis without persistence looks like to its clients.
     pub fn start_on(port: u16) -> Result<Self> {
+        Self::start_bound(port, &[])
+    }
+
+    /// Starts an empty `redis-server` on `port`, listening on loopback and on `also` (the
+    /// host's end of a test network namespace's link, say).
+    pub fn start_bound(port: u16, also: &[std::net::Ipv4Addr]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-redis-")
             .tempdir()
             .map_err(HarnessError::io("create a Redis directory"))?;
-        let args = vec![
+        let mut args = vec![
             "--port".to_owned(),
             port.to_string(),
             "--bind".to_owned(),
             "127.0.0.1".to_owned(),
+        ];
+        args.extend(also.iter().map(ToString::to_string));
+        if !also.is_empty() {
+            // Reachable beyond loopback, but only on a link the test made.
+            args.extend(["--protected-mode".to_owned(), "no".to_owned()]);
+        }
+        args.extend([
             "--save".to_owned(),
             String::new(),
             "--appendonly".to_owned(),
             "no".to_owned(),
             "--dir".to_owned(),
             dir.path().display().to_string(),
-        ];
+        ]);
         let mut process = ChildProcess::spawn(
             "redis-server",
             Path::new("redis-server"),

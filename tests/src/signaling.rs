@@ -1,5 +1,6 @@
 //! The signaling binary run as a real process, and a small WebSocket client for tests.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{SinkExt, StreamExt};
@@ -13,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::binaries::workspace_binary;
-use crate::http::get;
+use crate::http::request;
+use crate::netns::NetNamespace;
 use crate::process::ChildProcess;
 use crate::{HarnessError, Result, free_port};
 
@@ -24,6 +26,7 @@ pub const TEST_SECRET: &str = "switchboard-test-secret-0123456789abcdef";
 /// A running `switchboard-signaling serve`.
 pub struct SignalingProcess {
     process: ChildProcess,
+    ip: IpAddr,
     port: u16,
     _dir: TempDir,
 }
@@ -43,7 +46,21 @@ impl SignalingProcess {
             format!("--jwt-hs256={TEST_KID}={TEST_SECRET}"),
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
-        Self::launch(port, all, env)
+        Self::launch(IpAddr::from([127, 0, 0, 1]), port, all, env, None)
+    }
+
+    /// Like [`SignalingProcess::start`], inside network namespace `ns`, listening on its end
+    /// of the link ([`NetNamespace::inner`]), where the test's clients reach it.
+    pub fn start_in(ns: &NetNamespace, args: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let ip = IpAddr::from(ns.inner());
+        let mut all = vec![
+            "serve".to_owned(),
+            format!("--listen={ip}:{port}"),
+            format!("--jwt-hs256={TEST_KID}={TEST_SECRET}"),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::launch(ip, port, all, &[], Some(ns.name()))
     }
 
     /// Starts `switchboard-signaling dev` (in-memory state, generated key, demo page) with
@@ -52,18 +69,38 @@ impl SignalingProcess {
         let port = free_port()?;
         let mut all = vec!["dev".to_owned(), format!("--listen=127.0.0.1:{port}")];
         all.extend(args.iter().map(|a| (*a).to_owned()));
-        Self::launch(port, all, &[])
+        Self::launch(IpAddr::from([127, 0, 0, 1]), port, all, &[], None)
     }
 
-    fn launch(port: u16, all: Vec<String>, env: &[(&str, &str)]) -> Result<Self> {
+    fn launch(
+        ip: IpAddr,
+        port: u16,
+        all: Vec<String>,
+        env: &[(&str, &str)],
+        netns: Option<&str>,
+    ) -> Result<Self> {
         let bin = workspace_binary("switchboard-signaling", "switchboard-signaling")?;
+        // `ip netns exec` enters the namespace and execs the server, which keeps its pid.
+        let (program, all) = match netns {
+            None => (bin, all),
+            Some(name) => {
+                let mut wrapped = vec![
+                    "netns".to_owned(),
+                    "exec".to_owned(),
+                    name.to_owned(),
+                    bin.display().to_string(),
+                ];
+                wrapped.extend(all);
+                (std::path::PathBuf::from("ip"), wrapped)
+            }
+        };
         let dir = tempfile::Builder::new()
             .prefix("switchboard-signaling-")
             .tempdir()
             .map_err(HarnessError::io("create a signaling directory"))?;
         let mut process = ChildProcess::spawn(
             "switchboard-signaling",
-            &bin,
+            &program,
             &all,
             &[&[("RUST_LOG", "info,switchboard_signaling=debug")], env].concat(),
             &dir.path().join("signaling.log"),
@@ -71,7 +108,7 @@ impl SignalingProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             process.check_running()?;
-            if get(port, "/healthz").is_ok_and(|(code, _)| code == 200) {
+            if request(ip, port, "GET", "/healthz", None).is_ok_and(|(code, _)| code == 200) {
                 break;
             }
             if Instant::now() > deadline {
@@ -85,6 +122,7 @@ impl SignalingProcess {
         }
         Ok(SignalingProcess {
             process,
+            ip,
             port,
             _dir: dir,
         })
@@ -133,12 +171,17 @@ impl SignalingProcess {
 
     /// `ws://127.0.0.1:<port>/v1/ws`
     /// `http://127.0.0.1:<port>`
+    /// The address it listens on: loopback, or its namespace's end of the link.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
     pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+        format!("ws://{}:{}/v1/ws", self.ip, self.port)
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

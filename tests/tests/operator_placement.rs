@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use switchboard_crds::{Room, RoomPhase, SfuNode, conditions};
@@ -860,7 +861,9 @@ async fn standby_takes_over_when_the_leader_is_killed() {
 }
 
 /// Proves a SIGTERMed leader exits at once, cleanly, releasing its Lease: the standby leads and
-/// places a new Room long before the Lease (30 s) could have expired.
+/// places a new Room long before the Lease (30 s) could have expired. The leader is stopped in
+/// the middle of a burst of Rooms: it places nothing after it began stopping, and the standby
+/// places the rest of the burst, every Room once, without over-allocating the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     let env = env().await;
@@ -908,6 +911,36 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     } else {
         (&mut two, &one)
     };
+    const BURST: usize = 30;
+    let burst = tokio::spawn({
+        let rooms = env.rooms.clone();
+        async move {
+            let burst = (0..BURST).map(|i| room(&format!("burst-{i}"), 2, json!({})));
+            create_rooms(&rooms, burst.collect(), 2).await;
+        }
+    });
+    wait_for(
+        "the leader busy with the burst",
+        Duration::from_secs(20),
+        || async {
+            let placed = env
+                .rooms
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter(|r| r.name_any().starts_with("burst-") && node_of(r).is_some())
+                .count();
+            if placed >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{placed} placed"))
+            }
+        },
+    )
+    .await
+    .unwrap();
     let signalled = Instant::now();
     let status = leader.terminate(Duration::from_secs(10)).unwrap();
     let exit_after = signalled.elapsed();
@@ -922,6 +955,25 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     );
     let log = std::fs::read_to_string(leader.log_path()).unwrap();
     assert!(log.contains("lease released"), "{}", leader.log_tail(20));
+    let stopping = log
+        .lines()
+        .position(|l| l.contains("stopping") && l.contains("SIGTERM"))
+        .expect("the leader logged that it is stopping");
+    assert!(
+        log.lines()
+            .take(stopping)
+            .any(|l| l.contains("room placed")),
+        "the leader logs its placements, so their absence below means something"
+    );
+    let placed_after: Vec<&str> = log
+        .lines()
+        .skip(stopping)
+        .filter(|l| l.contains("room placed"))
+        .collect();
+    assert!(
+        placed_after.is_empty(),
+        "placed after SIGTERM: {placed_after:?}"
+    );
     let leases: Api<Lease> = Api::namespaced(env.cp.client().await.unwrap(), NS);
     let holder = leases
         .get("switchboard-operator")
@@ -936,9 +988,22 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     );
 
     create_rooms(&env.rooms, vec![room("after", 2, json!({}))], 1).await;
-    let rooms = all_decided(&env.rooms, 2, Duration::from_secs(30)).await;
+    wait_for("the new Room placed", Duration::from_secs(30), || async {
+        let after = env.rooms.get("after").await.map_err(|e| e.to_string())?;
+        node_of(&after).ok_or_else(|| format!("{:?}", after.status))
+    })
+    .await
+    .unwrap();
     let takeover = signalled.elapsed();
+    burst.await.unwrap();
+    let rooms = all_decided(&env.rooms, 2 + BURST, Duration::from_secs(30)).await;
     assert!(rooms.iter().all(|r| node_of(r).as_deref() == Some("sfu")));
+    let load = load_from_statuses(&rooms);
+    assert_eq!(
+        load.get("sfu").copied(),
+        Some(2 * (2 + BURST as u32)),
+        "every room holds its slots once: {load:?}"
+    );
     assert!(
         takeover < Duration::from_secs(10),
         "the new Room waited {takeover:?} for the standby (lease duration 30 s)"

@@ -163,3 +163,115 @@ async fn missing_or_unplaceable_rooms_get_clear_errors() {
         "placement_timeout"
     );
 }
+
+/// Freezes a process (SIGSTOP) until dropped (SIGCONT), so a failing test never leaves the
+/// apiserver stopped.
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(pid: u32) -> Self {
+        signal(pid, "STOP");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Proves the apiserver stopped for 30 s and back is survived without restarts: while it is
+/// stopped (SIGSTOP: connections hang, as in a partition), a room that is already placed keeps
+/// taking new joins and relaying, from the watch cache; once it is back, the watches resume
+/// by themselves, so a new room is created by a join, placed by the same operator process
+/// and joined, and both processes are still the ones started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_stopped_for_30s_and_back() {
+    switchboard_tests::require!(ControlPlane);
+    let cp = ControlPlane::start().await.unwrap();
+    cp.create_namespace(NS).await.unwrap();
+    let client = cp.client().await.unwrap();
+    let nodes: Api<SfuNode> = Api::namespaced(client.clone(), NS);
+    nodes
+        .create(
+            &PostParams::default(),
+            &sfu_node("sfu-a", "eu-west-1", 100, json!({})),
+        )
+        .await
+        .unwrap();
+    let mut operator = OperatorProcess::start(&cp, &fast_args(NS)).unwrap();
+    let kubeconfig = cp.kubeconfig().display().to_string();
+    let mut server = SignalingProcess::start_with_env(
+        &["--namespace=calls", "--auto-create", "--placement-wait=10s"],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    )
+    .unwrap();
+    let url = server.ws_url();
+    let (mut alice, joined) = Client::join(&url, &token("alice", "placed", HOUR))
+        .await
+        .unwrap();
+    assert_eq!(joined["sfu"]["node"], "sfu-a", "{joined}");
+
+    let stopped_at = std::time::Instant::now();
+    let frozen = Frozen::new(cp.pids()[1]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Throughout the 30 s, new joins to the placed room work and relay.
+    let mut joins = 0;
+    while stopped_at.elapsed() < Duration::from_secs(28) {
+        let user = format!("late{joins}");
+        let (mut late, joined) = tokio::time::timeout(
+            Duration::from_secs(5),
+            Client::join(&url, &token(&user, "placed", HOUR)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("join {joins} hung\n{}", server.log_tail(20)))
+        .unwrap();
+        assert_eq!(joined["sfu"]["node"], "sfu-a", "{joined}");
+        late.send_json(
+            &json!({"type": "offer", "to": joined["participants"][0]["id"], "sdp": "v=0"}),
+        )
+        .await
+        .unwrap();
+        let target = joined["participants"][0]["user"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if target == "alice" {
+            alice.recv_type("offer").await.unwrap();
+        }
+        late.send_json(&json!({"type": "leave"})).await.unwrap();
+        joins += 1;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    while stopped_at.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(frozen);
+    assert!(
+        joins >= 5,
+        "only {joins} joins while the apiserver was stopped"
+    );
+
+    // Back: a new room goes through the apiserver and the operator again.
+    let (_bob, joined) = wait_for("a new room placed", Duration::from_secs(60), || async {
+        match Client::join(&url, &token("bob", "fresh", HOUR)).await {
+            Ok((client, joined)) if joined["sfu"]["node"] == "sfu-a" => Ok((client, joined)),
+            Ok((_, joined)) => Err(joined.to_string()),
+            Err(error) => Err(error),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", server.log_tail(20), operator.log_tail(20)));
+    assert_eq!(joined["room"], "fresh");
+    server.check_running().unwrap();
+    operator.check_running().unwrap();
+}

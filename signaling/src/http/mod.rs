@@ -126,14 +126,14 @@ async fn healthz() -> &'static str {
 /// depends on neither, so a Redis outage takes pods out of rotation instead of restarting
 /// them all.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.not_ready().await {
+    match state.not_ready() {
         None => (StatusCode::OK, "ok").into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.not_ready().await.is_none();
+    let ready = state.not_ready().is_none();
     match state.metrics.encode(state.hub.connections(), ready) {
         Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response(),
         Err(error) => {

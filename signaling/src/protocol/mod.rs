@@ -422,6 +422,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The session cannot be resumed; send `join` without `resume`.
     ResumeFailed,
+    /// The room state is unreachable (a Redis outage, or Redis too slow to answer): the
+    /// request was not carried out, or, if Redis answered too late, may have been. Retry
+    /// once the connection gets `resync`, or after a short wait.
+    Unavailable,
     /// Something failed on the server; the message may be retried.
     Internal,
 }
@@ -442,12 +446,13 @@ impl ErrorCode {
             ErrorCode::PlacementTimeout => "placement_timeout",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Every code, for documentation tests and metric pre-registration.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::MalformedJson,
         ErrorCode::UnknownType,
@@ -460,6 +465,7 @@ impl ErrorCode {
         ErrorCode::PlacementTimeout,
         ErrorCode::RateLimited,
         ErrorCode::ResumeFailed,
+        ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
 }

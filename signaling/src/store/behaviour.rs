@@ -50,6 +50,8 @@ where
         expiry_is_announced(make(SHORT_TTL).await),
         resume_replays_what_was_missed(make(LONG_TTL).await),
         restore_puts_a_lost_participant_back(make(LONG_TTL).await),
+        missed_reads_the_mailbox_after_a_seq(make(LONG_TTL).await),
+        rebuilding_follows_restores(make(LONG_TTL).await),
     );
 }
 
@@ -736,4 +738,58 @@ pub async fn restore_puts_a_lost_participant_back(store: impl RoomStore) {
             .unwrap()
     );
     assert_eq!(listed(&store, &room).await, ["p-a", "p-b"]);
+}
+
+/// `missed` gives the mailbox after a `seq`, in order, and nothing for a stranger.
+pub async fn missed_reads_the_mailbox_after_a_seq(store: impl RoomStore) {
+    let room = room("missed");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    for n in 0..4 {
+        store
+            .relay(&room, &pid("p-a"), &offer("p-b", &format!("v=0 n={n}")))
+            .await
+            .unwrap();
+    }
+    let missed = store.missed(&room, &pid("p-a"), 2).await.unwrap();
+    let seqs: Vec<u64> = missed.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [3, 4]);
+    assert!(missed[0].1.contains("n=2") && missed[0].1.ends_with(",\"seq\":3}"));
+    assert!(
+        store
+            .missed(&room, &pid("p-a"), 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .missed(&room, &pid("p-x"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A room is being rebuilt while its sender is missing, and for [`super::REBUILD_WINDOW`]
+/// after a participant was put back; a room that never lost anything is not.
+pub async fn rebuilding_follows_restores(store: impl RoomStore) {
+    let room = room("rebuilding");
+    assert!(
+        store.rebuilding(&room, &pid("p-a")).await.unwrap(),
+        "a sender missing from its room means the room lost its state"
+    );
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    assert!(!store.rebuilding(&room, &pid("p-a")).await.unwrap());
+    assert!(
+        !store
+            .restore(&room, entry("p-a", "alice"), 0)
+            .await
+            .unwrap(),
+        "p-a is present: nothing to put back"
+    );
+    assert!(!store.rebuilding(&room, &pid("p-a")).await.unwrap());
+    assert!(store.restore(&room, entry("p-b", "bob"), 0).await.unwrap());
+    assert!(store.rebuilding(&room, &pid("p-a")).await.unwrap());
+    sleep(super::REBUILD_WINDOW + Duration::from_millis(200)).await;
+    assert!(!store.rebuilding(&room, &pid("p-a")).await.unwrap());
 }

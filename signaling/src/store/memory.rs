@@ -45,6 +45,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Room {
     participants: BTreeMap<ParticipantId, Slot>,
+    /// Until when the room counts as being rebuilt (see [`super::REBUILD_WINDOW`]).
+    rebuilding_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -264,7 +266,37 @@ impl MemoryStore {
         let mut slot = Slot::new(entry, deadline);
         slot.seq = seq;
         state.insert(room, slot);
+        if let Some(r) = state.rooms.get_mut(room) {
+            r.rebuilding_until = Some(now + super::REBUILD_WINDOW);
+        }
         true
+    }
+
+    fn missed_now(&self, room: &RoomId, id: &ParticipantId, after: u64) -> Vec<(u64, Arc<str>)> {
+        let (state, _) = self.state();
+        state
+            .rooms
+            .get(room)
+            .and_then(|r| r.participants.get(id))
+            .map(|slot| {
+                slot.mailbox
+                    .iter()
+                    .filter(|(seq, _)| *seq > after)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn rebuilding_now(&self, room: &RoomId, sender: &ParticipantId) -> bool {
+        let (state, now) = self.state();
+        match state.rooms.get(room) {
+            None => true,
+            Some(r) => {
+                !r.participants.contains_key(sender)
+                    || r.rebuilding_until.is_some_and(|until| until > now)
+            }
+        }
     }
 }
 
@@ -427,6 +459,23 @@ impl RoomStore for MemoryStore {
         seq: u64,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move { Ok(self.restore_now(room, entry, seq)) })
+    }
+
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomId,
+        id: &'a ParticipantId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<super::Relayed>> {
+        Box::pin(async move { Ok(self.missed_now(room, id, after)) })
+    }
+
+    fn rebuilding<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sender: &'a ParticipantId,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(self.rebuilding_now(room, sender)) })
     }
 
     fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>> {

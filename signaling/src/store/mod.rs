@@ -34,6 +34,10 @@
 //!   receives [`StoreEvent`]s from [`RoomStore::events`].
 //! - [`RoomStore::resume`] moves a participant to a new connection (any pod) and returns the
 //!   mailbox messages after the client's last `seq`.
+//! - After the message link was down, [`RoomStore::restore`] puts a pod's connected
+//!   participants back if the state was lost (marking the room as being rebuilt, see
+//!   [`RoomStore::rebuilding`]), and [`RoomStore::missed`] gives what each one's mailbox got
+//!   while the pod was not listening.
 //!
 //! An entry that expires (its pod died, or its client never came back within the TTL) is
 //! announced as `participantLeft` with reason `connection_lost` by whichever operation on the
@@ -53,6 +57,7 @@
 //! | `sb:room:{<room>}:expiry`         | zset   | participant id, scored by its deadline (unix ms)|
 //! | `sb:room:{<room>}:seq`            | hash   | participant id -> last `seq` given to it        |
 //! | `sb:room:{<room>}:mailbox:<id>`   | list   | the last relayed messages, as `"<seq> <json>"`  |
+//! | `sb:room:{<room>}:rebuilding`     | string | present for [`REBUILD_WINDOW`] after a restore  |
 //!
 //! and one pub/sub channel per participant, `sb:room:{<room>}:to:<id>`, carrying
 //! `"<seq> <json>"` (seq 0 for presence) or `"replaced <resume token>"` when a newer session
@@ -100,6 +105,15 @@ pub const DEFAULT_PARTICIPANT_TTL: Duration = Duration::from_secs(10);
 /// How many relayed messages a participant's mailbox keeps for a resume, unless configured
 /// otherwise. A resume that needs older ones fails with [`ResumeRefusal::Overflowed`].
 pub const DEFAULT_MAILBOX_LEN: u32 = 256;
+
+/// How long a room counts as being rebuilt after one of its participants was put back with
+/// [`RoomStore::restore`] (the state had been lost): every pod reconnects within about a
+/// second of Redis coming back and puts its own participants back, so a relay to a
+/// participant who is missing meanwhile waits for it instead of failing.
+pub const REBUILD_WINDOW: Duration = Duration::from_secs(3);
+
+/// Relayed messages as `(seq, text)`, oldest first.
+pub type Relayed = Vec<(u64, Arc<str>)>;
 
 /// One participant as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +348,24 @@ pub trait RoomStore: Send + Sync {
         seq: u64,
     ) -> BoxFuture<'a, Result<bool>>;
 
+    /// The relayed messages for `id` after `after` that its mailbox still holds, in order:
+    /// what a connection missed while this process's message link was down.
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomId,
+        id: &'a ParticipantId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Relayed>>;
+
+    /// Whether `room`'s state is being rebuilt after it was lost, so a participant missing
+    /// from it may still be connected and about to be put back: `sender` (who is connected)
+    /// is missing itself, or a participant was restored within [`REBUILD_WINDOW`].
+    fn rebuilding<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sender: &'a ParticipantId,
+    ) -> BoxFuture<'a, Result<bool>>;
+
     /// Starts delivering `id`'s messages to [`RoomStore::events`]; returns once subscribed.
     fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>>;
 
@@ -427,6 +459,23 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
         seq: u64,
     ) -> BoxFuture<'a, Result<bool>> {
         (**self).restore(room, entry, seq)
+    }
+
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomId,
+        id: &'a ParticipantId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Relayed>> {
+        (**self).missed(room, id, after)
+    }
+
+    fn rebuilding<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sender: &'a ParticipantId,
+    ) -> BoxFuture<'a, Result<bool>> {
+        (**self).rebuilding(room, sender)
     }
 
     fn listen<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<()>> {

@@ -388,6 +388,7 @@ where
             let json = serde_json::to_string(&entry).map_err(|e| corrupt(room, e))?;
             let seq = seq.to_string();
             let announcement = entry.joined_message();
+            let window = super::REBUILD_WINDOW.as_millis().to_string();
             let args = [
                 entry.id.as_str(),
                 entry.user.as_str(),
@@ -395,8 +396,38 @@ where
                 &self.ttl_ms(),
                 seq.as_str(),
                 announcement.as_str(),
+                window.as_str(),
             ];
             self.run(&self.scripts.restore, room, &args).await
+        })
+    }
+
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomId,
+        id: &'a ParticipantId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<super::Relayed>> {
+        Box::pin(async move {
+            let after = after.to_string();
+            let items: Vec<String> = self
+                .run(&self.scripts.missed, room, &[id.as_str(), after.as_str()])
+                .await?;
+            Ok(items
+                .iter()
+                .filter_map(|item| split_payload(item).map(|(seq, text)| (seq, Arc::from(text))))
+                .collect())
+        })
+    }
+
+    fn rebuilding<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sender: &'a ParticipantId,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            self.run(&self.scripts.rebuilding, room, &[sender.as_str()])
+                .await
         })
     }
 
@@ -519,6 +550,8 @@ struct Scripts {
     relay: Script,
     resume: Script,
     restore: Script,
+    missed: Script,
+    rebuilding: Script,
 }
 
 impl Scripts {
@@ -538,6 +571,8 @@ impl Scripts {
             relay: script(RELAY),
             resume: script(RESUME),
             restore: script(RESTORE),
+            missed: script(MISSED),
+            rebuilding: script(REBUILDING),
         }
     }
 }
@@ -783,8 +818,9 @@ end
 return {'ok', updated, tostring(seq), redis.call('HVALS', KEYS[1]), missed}
 "#;
 
-/// ARGV: participant id, user, entry JSON, TTL in ms, seq, participantJoined JSON.
-/// Returns 1 if the participant was missing and is back (and announced), else 0.
+/// ARGV: participant id, user, entry JSON, TTL in ms, seq, participantJoined JSON, rebuild
+/// window in ms. Returns 1 if the participant was missing and is back (and announced), else
+/// 0. Putting one back marks the room as being rebuilt for the window (see REBUILDING).
 const RESTORE: &str = r#"
 local now = now_ms()
 prune(now)
@@ -809,7 +845,32 @@ if tonumber(ARGV[5]) > 0 then
   redis.call('HSET', KEYS[4], id, ARGV[5])
 end
 expire_keys(now)
+redis.call('SET', ROOM .. ':rebuilding', '1', 'PX', tonumber(ARGV[7]))
 return 1
+"#;
+
+/// ARGV: participant id, seq. Returns the mailbox payloads after that seq, oldest first.
+const MISSED: &str = r#"
+local after = tonumber(ARGV[2])
+local missed = {}
+for _, item in ipairs(redis.call('LRANGE', mailbox(ARGV[1]), 0, -1)) do
+  if seq_of(item) > after then
+    table.insert(missed, item)
+  end
+end
+return missed
+"#;
+
+/// ARGV: the sender's participant id. Returns 1 while the room's state is being rebuilt after
+/// it was lost: the sender (connected, since it is sending) is missing itself, or a
+/// participant was put back within the rebuild window.
+const REBUILDING: &str = r#"
+local now = now_ms()
+local deadline = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]))
+if not deadline or deadline <= now then
+  return 1
+end
+return redis.call('EXISTS', ROOM .. ':rebuilding')
 "#;
 
 #[cfg(test)]

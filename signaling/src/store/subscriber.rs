@@ -26,6 +26,10 @@ use crate::protocol::ResumeToken;
 const RESUBSCRIBE_BATCH: usize = 512;
 /// The longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often the link is checked with a PING. A subscribed connection is otherwise silent, so
+/// a cut network (no reset, packets dropped) would not be noticed until the kernel gives up
+/// on the socket, minutes later; the PING, bounded by the timeout, notices it within seconds.
+const LINK_CHECK: Duration = Duration::from_secs(1);
 
 enum Command {
     Listen(String, oneshot::Sender<redis::RedisResult<()>>),
@@ -163,6 +167,7 @@ async fn run(
                     &mut pushes,
                     &events,
                     &mut channels,
+                    timeout,
                 )
                 .await;
                 link_up.store(false, Ordering::Release);
@@ -218,7 +223,10 @@ async fn serve(
     pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
     events: &mpsc::UnboundedSender<StoreEvent>,
     channels: &mut HashSet<String>,
+    timeout: Duration,
 ) -> bool {
+    let mut check = tokio::time::interval(LINK_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // Messages first: draining them keeps Redis's output buffer for us small.
@@ -260,6 +268,21 @@ async fn serve(
                     }
                 }
             },
+            _ = check.tick() => {
+                let command = redis::cmd("PING");
+                let ping = command.query_async::<Value>(connection);
+                match tokio::time::timeout(timeout, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "Redis message link check failed");
+                        return false;
+                    }
+                    Err(_) => {
+                        tracing::warn!(?timeout, "Redis message link check not answered in time");
+                        return false;
+                    }
+                }
+            }
         }
     }
 }
