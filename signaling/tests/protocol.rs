@@ -447,15 +447,17 @@ fn docs_examples_are_valid() {
     for close in [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
         CloseCode::InvalidPayload,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
-        CloseCode::InternalError,
         CloseCode::Replaced,
         CloseCode::Kicked,
         CloseCode::RoomDeleted,
         CloseCode::JoinTimeout,
+        CloseCode::IdleTimeout,
+        CloseCode::SlowConsumer,
     ] {
         assert!(
             docs.contains(&format!("| {} |", close.code())),
