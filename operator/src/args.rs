@@ -64,7 +64,7 @@ pub struct PlacementArgs {
     pub health_interval: Duration,
 
     /// The most rooms decided in one batch of the placement loop.
-    #[arg(long, env = "SWITCHBOARD_PLACEMENT_BATCH", default_value_t = 256, value_parser = bounded::number(1u32, 10_000))]
+    #[arg(long = "placement-batch", env = "SWITCHBOARD_PLACEMENT_BATCH", default_value_t = 256, value_parser = bounded::number(1u32, 10_000))]
     pub batch_size: u32,
 }
 
@@ -157,7 +157,8 @@ pub struct TurnArgs {
 /// A humantime duration that is a whole number of seconds.
 fn parse_whole_seconds(text: &str) -> Result<Duration, String> {
     // Zero passes here: the rotation policy refuses it at start with its own reason.
-    let duration = bounded::duration(Duration::ZERO, Duration::from_secs(365 * 24 * 3600))(text)?;
+    // A year as humantime counts it (365.25 days), so the message says `1year`.
+    let duration = bounded::duration(Duration::ZERO, Duration::from_secs(31_557_600))(text)?;
     if duration.subsec_nanos() != 0 {
         return Err(format!("{text:?} is not a whole number of seconds"));
     }

@@ -124,6 +124,12 @@ async def bad_fields_get_bad_request_and_the_connection_stays(env):
     assert (await a.error())["code"] == "bad_request"
     await a.send({"type": "ping", "ref": "still-open"})
     assert (await a.expect("pong"))["ref"] == "still-open"
+    # A join refused for its fields is a failed join in the metrics.
+    before = env.metric("join_failures", "bad_request")
+    client = await Client.open(env.main, env.token("carol", env.room("badjoin")))
+    await client.send({"type": "join", "v": "one"})
+    assert (await client.error())["code"] == "bad_request"
+    assert env.metric("join_failures", "bad_request") == before + 1
 
 
 @covers(("error", "malformed_json"))
