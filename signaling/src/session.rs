@@ -51,27 +51,6 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-/// The close code for a receive error, judged by the WebSocket library's message. Whatever
-/// the library refuses on the way in is the client's doing (a lone continuation frame, an
-/// unmasked frame, a reserved bit, an unknown opcode, an oversized control frame), so
-/// everything but size and UTF-8 is a protocol error (1002), not a server failure (1011),
-/// which would tell the client to resume and repeat it.
-///
-/// `None` when the client is already gone (a reset, an I/O error): there is no one to send a
-/// close frame to.
-fn receive_error_close(error: &axum::Error) -> Option<CloseCode> {
-    let text = error.to_string();
-    if text.contains("without closing handshake") || text.contains("IO error") {
-        None
-    } else if text.contains("too long") || text.contains("Space limit") {
-        Some(CloseCode::MessageTooBig)
-    } else if text.contains("UTF-8") || text.contains("utf-8") {
-        Some(CloseCode::InvalidPayload)
-    } else {
-        Some(CloseCode::ProtocolError)
-    }
-}
-
 struct Joined {
     room: RoomId,
     id: ParticipantId,
@@ -425,7 +404,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(error) => {
-                let code = receive_error_close(&error);
+                let code = crate::protocol::close_for_receive_error(&error.to_string());
                 tracing::debug!(%error, close = code.map(CloseCode::code), "receive error");
                 if let Some(code) = code {
                     close(code);

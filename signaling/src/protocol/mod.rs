@@ -497,6 +497,26 @@ pub enum CloseCode {
     SlowConsumer,
 }
 
+/// The close code for a frame the WebSocket library refused, judged by its error message.
+/// Whatever the library refuses on the way in is the client's doing (a lone continuation
+/// frame, an unmasked frame, a reserved bit, an unknown opcode, an oversized or fragmented
+/// control frame), so everything but size and UTF-8 is a protocol error (1002), not a server
+/// failure, which would tell the client to resume and send it again.
+///
+/// `None` when the client is already gone (a reset, an I/O error): there is no one to send a
+/// close frame to.
+pub fn close_for_receive_error(error: &str) -> Option<CloseCode> {
+    if error.contains("without closing handshake") || error.contains("IO error") {
+        None
+    } else if error.contains("too long") || error.contains("Space limit") {
+        Some(CloseCode::MessageTooBig)
+    } else if error.contains("UTF-8") || error.contains("utf-8") {
+        Some(CloseCode::InvalidPayload)
+    } else {
+        Some(CloseCode::ProtocolError)
+    }
+}
+
 impl CloseCode {
     /// The numeric close code.
     pub fn code(self) -> u16 {
