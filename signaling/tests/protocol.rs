@@ -466,3 +466,27 @@ fn docs_examples_are_valid() {
         );
     }
 }
+
+/// The Redis key table in `docs/architecture.md` is the store module's own (the source of
+/// truth in `signaling/src/store/mod.rs`), row for row.
+#[test]
+fn the_documented_redis_keys_are_the_stores() {
+    let rows = |text: &str, prefix: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter_map(|line| line.trim_start_matches(prefix).strip_prefix("| `sb:"))
+            .map(|row| {
+                format!("`sb:{row}")
+                    .split('|')
+                    .map(|cell| cell.trim().to_owned())
+                    .filter(|cell| !cell.is_empty())
+                    .collect()
+            })
+            .collect()
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store = std::fs::read_to_string(root.join("src/store/mod.rs")).unwrap();
+    let docs = std::fs::read_to_string(root.join("../docs/architecture.md")).unwrap();
+    let from_store = rows(&store, "//! ");
+    assert_eq!(from_store.len(), 5, "the store's key table");
+    assert_eq!(rows(&docs, ""), from_store);
+}
