@@ -618,6 +618,27 @@ async def the_room_parameter_must_be_the_tokens_room(env):
     await expect_refused(env.main, "a.b", 401, "malformed_token", query={"room": "../x"})
 
 
+@covers()
+async def other_http_answers_are_the_documented_statuses(env):
+    """The answers besides the token table: 405, 400, 414 and 431 (docs: "Other HTTP answers")."""
+    host, port = env.main_http.removeprefix("http://").split(":")
+    token = env.token("alice", env.room("http"))
+
+    async def status(request):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request.encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        return int(line.split()[1])
+
+    get = "GET /v1/ws?access_token={} HTTP/1.1\r\nHost: x\r\n{}\r\n"
+    assert await status(f"POST /v1/ws?access_token={token} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n") == 405
+    assert await status(get.format(token, "")) == 400
+    assert await status(get.format(token + "&x=" + "a" * 70000, "")) == 414
+    assert await status(get.format(token, "".join(f"X-H{i}: 1\r\n" for i in range(150)))) == 431
+
+
 # --- runner --------------------------------------------------------------------------------
 
 
