@@ -50,10 +50,11 @@ if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && [ "$(i
   docker info >/dev/null 2>&1 || echo "dockerd did not start (see $cache_dir/dockerd.log); the image test will fail" >&2
 fi
 command -v go >/dev/null 2>&1 || { echo "tests/run.sh: Go is needed to build the test control plane" >&2; exit 1; }
-# PyJWT mints tokens independently of our code for the signaling cross-check.
-if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
-  say "installing PyJWT for the token cross-check"
-  python3 -m pip install --quiet --disable-pip-version-check pyjwt cryptography
+# PyJWT mints tokens independently of our code for the signaling cross-check; websockets is
+# the conformance suite's client (tests/conformance/, a client written from the docs alone).
+if ! python3 -c "import jwt, cryptography, websockets" >/dev/null 2>&1; then
+  say "installing PyJWT and websockets for the token cross-check and the conformance suite"
+  python3 -m pip install --quiet --disable-pip-version-check pyjwt cryptography websockets
 fi
 
 say "control plane (etcd, kube-apiserver, kubectl)"
@@ -94,6 +95,15 @@ set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# Coverage-guided fuzzing of frames, messages and join tokens, 20 s per target
+# (tests/fuzz.sh installs cargo-fuzz itself). A crash fails the run like a failed test.
+say "fuzzing (tests/fuzz.sh)"
+set +e
+bash tests/fuzz.sh 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
+set -e
+if [ "$fuzz_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=$fuzz_status; fi
 
 # --- kind suite ---------------------------------------------------------------------------
 # tests/e2e/kind.sh: the chart on a kind cluster, offline. It builds and caches the node image

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser};
 use switchboard_placement::Strategy;
+use switchboard_telemetry::bounded;
 
 /// Places Switchboard Rooms on SfuNodes and keeps SfuNode health.
 #[derive(Debug, Clone, Parser)]
@@ -50,20 +51,20 @@ pub struct PlacementArgs {
     pub strategy: Strategy,
 
     /// How long a node may be NotReady before its rooms are placed elsewhere.
-    #[arg(long, env = "SWITCHBOARD_FAILOVER_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_FAILOVER_GRACE", default_value = "10s", value_parser = bounded::duration(Duration::ZERO, Duration::from_secs(3600)))]
     pub failover_grace: Duration,
 
     /// How long a slot reservation on an SfuNode counts before the Room's own status must show
     /// it. Covers the lag of another operator replica's watch.
-    #[arg(long, env = "SWITCHBOARD_RESERVATION_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_RESERVATION_TTL", default_value = "10s", value_parser = bounded::duration(Duration::from_secs(1), Duration::from_secs(3600)))]
     pub reservation_ttl: Duration,
 
     /// How often node health (probes, heartbeats, grace periods) is evaluated.
-    #[arg(long, env = "SWITCHBOARD_HEALTH_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_HEALTH_INTERVAL", default_value = "500ms", value_parser = bounded::duration(Duration::from_millis(50), Duration::from_secs(60)))]
     pub health_interval: Duration,
 
     /// The most rooms decided in one batch of the placement loop.
-    #[arg(long, env = "SWITCHBOARD_PLACEMENT_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long = "placement-batch", env = "SWITCHBOARD_PLACEMENT_BATCH", default_value_t = 256, value_parser = bounded::number(1u32, 10_000))]
     pub batch_size: u32,
 }
 
@@ -89,7 +90,7 @@ pub struct LeaderArgs {
     pub lease_namespace: Option<String>,
 
     /// Seconds a leader's lease stays valid without renewal.
-    #[arg(long, env = "SWITCHBOARD_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    #[arg(long, env = "SWITCHBOARD_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = bounded::number(2u64, 300))]
     pub lease_duration_seconds: u64,
 
     /// This replica's identity in the Lease; defaults to the pod name or host name.
@@ -155,7 +156,9 @@ pub struct TurnArgs {
 
 /// A humantime duration that is a whole number of seconds.
 fn parse_whole_seconds(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    // Zero passes here: the rotation policy refuses it at start with its own reason.
+    // A year as humantime counts it (365.25 days), so the message says `1year`.
+    let duration = bounded::duration(Duration::ZERO, Duration::from_secs(31_557_600))(text)?;
     if duration.subsec_nanos() != 0 {
         return Err(format!("{text:?} is not a whole number of seconds"));
     }

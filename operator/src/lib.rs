@@ -58,6 +58,16 @@ use crate::queue::WorkQueue;
 pub enum Error {
     #[error("cannot connect to Kubernetes: {0}")]
     Client(#[source] kube::Error),
+    #[error(
+        "cannot connect to Kubernetes: the kubeconfig's client certificate is an X.509 version 1 \
+         certificate, and the operator's TLS library (rustls) accepts only version 3 (kubectl, \
+         on Go's TLS, accepts both). Issue the client certificate again as version 3 by signing \
+         it with extensions, for example `openssl x509 -req -in client.csr -CA ca.crt -CAkey \
+         ca.key -days 365 -out client.crt -extfile <(printf \
+         'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth')`, \
+         or use a token (in a cluster, the pod's ServiceAccount) instead of a client certificate"
+    )]
+    ClientCertificateV1(#[source] kube::Error),
     #[error("cannot install the TLS provider for health checks")]
     TlsProvider,
     #[error(transparent)]
@@ -120,6 +130,23 @@ pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
 /// Runs the operator until `shutdown` resolves or a fatal error. On shutdown the loops that
 /// write (placer, node loop, lifetime, TURN rotation) stop first, then the Lease is released,
 /// so the other replica can lead at once and never overlaps with this one.
+/// A Kubernetes client that cannot be built, with a specific message where the cause is one
+/// users meet and cannot read from the TLS library's words: an X.509 v1 client certificate
+/// surfaces as "invalid private key: invalid peer certificate: UnsupportedCertVersion".
+fn client_error(error: kube::Error) -> Error {
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if chain.contains("UnsupportedCertVersion") {
+        Error::ClientCertificateV1(error)
+    } else {
+        Error::Client(error)
+    }
+}
+
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
     tokio::pin!(shutdown);
     // reqwest (health checks) uses rustls without a built-in provider; use ring, as kube does.
@@ -133,7 +160,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<()> {
     }
     // Bad rotation options stop the operator before it does anything.
     let turn_config = turn_rotation::TurnConfig::from_args(&args)?;
-    let client = Client::try_default().await.map_err(Error::Client)?;
+    let client = Client::try_default().await.map_err(client_error)?;
     let metrics = Arc::new(Metrics::new());
     let http_state = Arc::new(HttpState {
         metrics: metrics.clone(),

@@ -5,7 +5,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use switchboard_telemetry::bounded;
 pub use switchboard_telemetry::{LogArgs, LogFormat};
+
+/// Seconds, for the option bounds below.
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Milliseconds, for the option bounds below.
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
 
 /// Switchboard's WebSocket signaling server.
 #[derive(Debug, Parser)]
@@ -46,7 +60,7 @@ pub struct DevArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     /// How long a dropped connection can be resumed.
-    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = bounded::duration(secs(1), secs(HOUR)))]
     pub participant_ttl: Duration,
     #[command(flatten)]
     pub log: LogArgs,
@@ -142,10 +156,10 @@ pub struct AuthArgs {
     #[arg(long = "jwt-issuer", env = "SWITCHBOARD_JWT_ISSUER")]
     pub issuer: Option<String>,
     /// The longest lifetime a join token may have.
-    #[arg(long = "jwt-max-lifetime", env = "SWITCHBOARD_JWT_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long = "jwt-max-lifetime", env = "SWITCHBOARD_JWT_MAX_LIFETIME", default_value = "24h", value_parser = bounded::duration(secs(10), secs(7 * DAY)))]
     pub max_lifetime: Duration,
     /// Clock skew tolerated on `exp`.
-    #[arg(long = "jwt-leeway", env = "SWITCHBOARD_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long = "jwt-leeway", env = "SWITCHBOARD_JWT_LEEWAY", default_value = "30s", value_parser = bounded::duration(secs(0), crate::auth::MAX_LEEWAY))]
     pub leeway: Duration,
 }
 
@@ -164,7 +178,7 @@ pub struct TurnArgs {
     #[arg(long = "turn-secret-file", env = "SWITCHBOARD_TURN_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
     /// Lifetime of minted TURN credentials; `iceServersRefresh` is sent before it ends.
-    #[arg(long = "turn-credential-ttl", env = "SWITCHBOARD_TURN_CREDENTIAL_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long = "turn-credential-ttl", env = "SWITCHBOARD_TURN_CREDENTIAL_TTL", default_value = "1h", value_parser = bounded::duration(secs(2), secs(7 * DAY)))]
     pub credential_ttl: Duration,
 }
 
@@ -183,57 +197,50 @@ pub const SFU_TOKEN_TTL_RANGE: (Duration, Duration) =
     (Duration::from_secs(2), Duration::from_secs(24 * 3600));
 
 fn parse_sfu_token_ttl(text: &str) -> Result<Duration, String> {
-    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     let (min, max) = SFU_TOKEN_TTL_RANGE;
-    if ttl < min || ttl > max {
-        return Err(format!(
-            "--sfu-token-ttl must be between {} and {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        ));
-    }
-    Ok(ttl)
+    bounded::duration(min, max)(text)
 }
 
 /// Protection against bad or greedy clients.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Largest message accepted; larger frames close the connection with 1009.
-    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = bounded::number::<usize>(1024, 16 * 1024 * 1024))]
     pub max_message_bytes: usize,
     /// Sustained messages per second allowed per connection.
-    #[arg(long, env = "SWITCHBOARD_RATE_PER_SECOND", default_value_t = 50.0)]
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SECOND", default_value_t = 50.0, value_parser = bounded::number(0.1f64, 1_000_000.0))]
     pub rate_per_second: f64,
     /// Burst allowed above the sustained rate.
-    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 100.0)]
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 100.0, value_parser = bounded::number(1.0f64, 1_000_000.0))]
     pub rate_burst: f64,
     /// Refused messages in a row after which a flooding connection is closed with 1008.
-    #[arg(long, env = "SWITCHBOARD_FLOOD_STRIKES", default_value_t = 50)]
+    #[arg(long, env = "SWITCHBOARD_FLOOD_STRIKES", default_value_t = 50, value_parser = bounded::number(1u32, 100_000))]
     pub flood_strikes: u32,
     /// Outgoing messages queued per connection before it is dropped as a slow consumer.
-    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 256)]
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 256, value_parser = bounded::number::<usize>(1, 65_536))]
     pub send_queue: usize,
     /// Interval of WebSocket pings.
-    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "15s", value_parser = bounded::duration(ms(100), secs(600)))]
     pub ping_interval: Duration,
     /// A connection silent (no message, no pong) this long is closed.
-    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "45s", value_parser = bounded::duration(ms(200), secs(HOUR)))]
     pub idle_timeout: Duration,
     /// Time allowed between connecting and `join`.
-    #[arg(long, env = "SWITCHBOARD_JOIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_JOIN_TIMEOUT", default_value = "10s", value_parser = bounded::duration(ms(100), secs(600)))]
     pub join_timeout: Duration,
     /// On SIGTERM, how long clients get to move (they are told to reconnect at spread-out
     /// times within half of it) before remaining connections are dropped.
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = bounded::duration(secs(0), secs(HOUR)))]
     pub shutdown_grace: Duration,
     /// Time a client has to send its request headers; slower ones (slowloris) are cut off.
-    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = bounded::duration(ms(100), secs(600)))]
     pub header_read_timeout: Duration,
     /// Participants per room when the Room sets no limit.
     #[arg(
         long,
         env = "SWITCHBOARD_DEFAULT_MAX_PARTICIPANTS",
-        default_value_t = 50
+        default_value_t = 50,
+        value_parser = bounded::number(1u32, 100_000)
     )]
     pub default_max_participants: u32,
 }
@@ -253,11 +260,11 @@ pub struct StateArgs {
     /// third of it). It is also the resume window: a dropped connection can be resumed, on any
     /// pod, until then. A crashed pod's participants are announced as left
     /// (`connection_lost`) within 4/3 of it, about 13 s with the default.
-    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_PARTICIPANT_TTL", default_value = "10s", value_parser = bounded::duration(secs(1), secs(HOUR)))]
     pub participant_ttl: Duration,
     /// Relayed messages kept per participant for a resume; a client that missed more gets
     /// `resume_failed` and joins afresh.
-    #[arg(long, env = "SWITCHBOARD_MAILBOX_LEN", default_value_t = crate::store::DEFAULT_MAILBOX_LEN, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_LEN", default_value_t = crate::store::DEFAULT_MAILBOX_LEN, value_parser = bounded::number(1u32, 100_000))]
     pub mailbox_len: u32,
     /// This process's name in the room state; defaults to the pod or host name.
     #[arg(long, env = "POD_NAME")]
@@ -278,14 +285,15 @@ pub struct KubeArgs {
     #[arg(
         long,
         env = "SWITCHBOARD_AUTO_CREATE_MAX_PARTICIPANTS",
-        default_value_t = 50
+        default_value_t = 50,
+        value_parser = bounded::number(1u32, 100_000)
     )]
     pub auto_create_max_participants: u32,
     /// `emptyTimeoutSeconds` of auto-created Rooms.
-    #[arg(long, env = "SWITCHBOARD_AUTO_CREATE_EMPTY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_AUTO_CREATE_EMPTY_TIMEOUT", default_value = "5m", value_parser = bounded::duration(secs(1), secs(30 * DAY)))]
     pub auto_create_empty_timeout: Duration,
     /// How long a join waits for the operator to place a new Room before `placement_timeout`.
-    #[arg(long, env = "SWITCHBOARD_PLACEMENT_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SWITCHBOARD_PLACEMENT_WAIT", default_value = "5s", value_parser = bounded::duration(ms(100), secs(600)))]
     pub placement_wait: Duration,
 }
 
@@ -297,7 +305,7 @@ pub struct TokenArgs {
     pub user: String,
     #[arg(long)]
     pub name: Option<String>,
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = bounded::duration(secs(1), secs(7 * DAY)))]
     pub ttl: Duration,
     /// The HS256 key as `KID=SECRET`; defaults to the first of SWITCHBOARD_JWT_HS256.
     #[arg(long = "key", env = "SWITCHBOARD_JWT_HS256", value_delimiter = ',')]

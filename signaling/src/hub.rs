@@ -19,7 +19,7 @@
 //! in its mailbox, so the client can resume and get them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, mpsc};
@@ -142,6 +142,27 @@ type Rooms = HashMap<RoomId, HashMap<ParticipantId, Member>>;
 #[derive(Debug, Default, Clone)]
 pub struct Hub {
     rooms: Arc<Mutex<Rooms>>,
+    /// The shutdown as seen by connections that have not joined: they are in no room, so
+    /// [`Hub::shutdown`] cannot reach them through `rooms`.
+    stop: Arc<Stop>,
+}
+
+#[derive(Debug, Default)]
+struct Stop {
+    stopped: AtomicBool,
+    wake: Notify,
+    /// Open WebSocket sessions, joined or not: the drain waits for all of them.
+    sessions: AtomicUsize,
+}
+
+/// Counts one open session while it lives (see [`Hub::session_started`]).
+#[derive(Debug)]
+pub struct SessionGuard(Arc<Stop>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Hub {
@@ -360,10 +381,38 @@ impl Hub {
             .map(|m| m.delivered)
     }
 
+    /// Counts a WebSocket session until the guard is dropped.
+    pub fn session_started(&self) -> SessionGuard {
+        self.stop.sessions.fetch_add(1, Ordering::AcqRel);
+        SessionGuard(self.stop.clone())
+    }
+
+    /// Open WebSocket sessions in this process, joined or not.
+    pub fn sessions(&self) -> usize {
+        self.stop.sessions.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Hub::shutdown`] has been called (at once if it already was).
+    pub async fn stopped(&self) {
+        loop {
+            let woken = self.stop.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a shutdown between the two is not missed.
+            woken.as_mut().enable();
+            if self.stop.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Graceful shutdown: tells every client to reconnect (to another pod, through the same
     /// URL) with its resume token, spread over `spread_ms` so a pod's clients do not all
-    /// arrive at once, then closes with 1001.
+    /// arrive at once, then closes with 1001. Connections that have not joined get 1001 at
+    /// once, from their own session (see [`Hub::stopped`]).
     pub fn shutdown(&self, spread_ms: u64) {
+        self.stop.stopped.store(true, Ordering::Release);
+        self.stop.wake.notify_waiters();
         let rooms = self.rooms();
         for (i, member) in rooms.values().flat_map(|m| m.values()).enumerate() {
             if let Some(token) = member.session() {

@@ -51,18 +51,6 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-/// The close code for a receive error, judged by the WebSocket library's message.
-fn receive_error_close(error: &axum::Error) -> CloseCode {
-    let text = error.to_string();
-    if text.contains("too long") || text.contains("Space limit") {
-        CloseCode::MessageTooBig
-    } else if text.contains("UTF-8") || text.contains("utf-8") {
-        CloseCode::InvalidPayload
-    } else {
-        CloseCode::InternalError
-    }
-}
-
 struct Joined {
     room: RoomId,
     id: ParticipantId,
@@ -281,6 +269,7 @@ async fn undo_join(state: &AppState, room: &RoomId, id: &ParticipantId, session:
 
 /// Runs a connection until it closes.
 pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
+    let _counted = state.hub.session_started();
     let limits = state.limits.clone();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(limits.send_queue.max(1));
@@ -294,6 +283,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
         ping.tick().await;
         loop {
             tokio::select! {
+                // The kill comes first: a slow consumer's queue is full, so its close frame
+                // must not wait behind the messages it is not reading.
+                biased;
+                _ = writer_signal.kill.notified() => {
+                    // A slow consumer: its queue is full, so close it without waiting on it.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::SlowConsumer))).await;
+                    break;
+                }
                 next = rx.recv() => match next {
                     Some(Outbound::Text(text)) => {
                         if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
@@ -306,11 +303,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     }
                     None => break,
                 },
-                _ = writer_signal.kill.notified() => {
-                    // A slow consumer: its queue is full, so close it without waiting on it.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::PolicyViolation))).await;
-                    break;
-                }
                 _ = ping.tick() => {
                     if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break;
@@ -356,8 +348,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 close(CloseCode::JoinTimeout);
                 break;
             }
+            // A pod going away: a joined session hears it from the hub (`reconnect`, then
+            // 1001); one that has not joined has no session to resume and just gets 1001.
+            _ = state.hub.stopped(), if joined.is_none() => {
+                close(CloseCode::GoingAway);
+                break;
+            }
             _ = tokio::time::sleep_until(idle_deadline) => {
-                close(CloseCode::PolicyViolation);
+                close(CloseCode::IdleTimeout);
                 break;
             }
             _ = tokio::time::sleep_until(refresh_at), if joined.is_some() => {
@@ -385,7 +383,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 }
                 continue;
             }
-            _ = signal.kill.notified() => break,
+            _ = signal.kill.notified() => {
+                // A slow consumer. The hub wakes one waiter: pass the wake on to the writer,
+                // which sends the close frame with its code (4006); the reader stopping first
+                // would otherwise end the writer with a bare close frame.
+                signal.kill.notify_one();
+                break;
+            }
         };
         let Some(frame) = frame else { break };
         last_seen = tokio::time::Instant::now();
@@ -401,9 +405,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(error) => {
-                let code = receive_error_close(&error);
-                tracing::debug!(%error, close = code.code(), "receive error");
-                close(code);
+                let code = crate::protocol::close_for_receive_error(&error.to_string());
+                tracing::debug!(%error, close = code.map(CloseCode::code), "receive error");
+                if let Some(code) = code {
+                    close(code);
+                }
                 break;
             }
         };
@@ -425,13 +431,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
         let message = match parse_client_message(text.as_str()) {
             Ok(message) => message,
             Err(error) => {
+                // A `join` refused for its fields or version is a failed join too.
+                if let Some(resuming) = crate::protocol::join_attempt(text.as_str()) {
+                    state.metrics.join_refused(resuming, error.code());
+                }
                 reply(error.to_server_message());
                 continue;
             }
         };
         let msg_ref = message.msg_ref().cloned();
         match (message, &joined) {
-            (ClientMessage::Join { .. }, Some(_)) => {
+            (ClientMessage::Join { resume, .. }, Some(_)) => {
+                state
+                    .metrics
+                    .join_refused(resume.is_some(), ErrorCode::AlreadyJoined);
                 reply(ServerMessage::error(
                     ErrorCode::AlreadyJoined,
                     "this connection has already joined",
@@ -469,6 +482,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     }
                 }
             }
+            // `ping` needs no session: a client may measure the round trip before joining.
+            (ClientMessage::Ping { .. }, _) => reply(ServerMessage::Pong { msg_ref }),
             (_, None) => {
                 reply(ServerMessage::error(
                     ErrorCode::NotJoined,
@@ -506,7 +521,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 close(CloseCode::Normal);
                 break;
             }
-            (ClientMessage::Ping { .. }, Some(_)) => reply(ServerMessage::Pong { msg_ref }),
         }
     }
 
@@ -539,7 +553,15 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
         .await;
     }
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // A writer stuck on a client that reads nothing must not outlive the connection for
+    // long; a few seconds let a slow consumer that reads again still get its 4006.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 /// Extends the participant's entry, putting it back if the store lost it.
@@ -585,6 +607,17 @@ async fn relay(
     message: &ServerMessage,
     msg_ref: Option<MsgRef>,
 ) -> Option<ServerMessage> {
+    if *to == j.id {
+        // Yourself is not another participant: nothing to negotiate, so nothing is delivered.
+        state
+            .metrics
+            .relay_failures
+            .get_or_create(&ReasonLabel {
+                reason: ErrorCode::UnknownParticipant.as_str(),
+            })
+            .inc();
+        return Some(unknown(to, msg_ref));
+    }
     let failed = |reason| {
         state
             .metrics

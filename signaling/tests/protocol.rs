@@ -448,15 +448,17 @@ fn docs_examples_are_valid() {
     for close in [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
         CloseCode::InvalidPayload,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
-        CloseCode::InternalError,
         CloseCode::Replaced,
         CloseCode::Kicked,
         CloseCode::RoomDeleted,
         CloseCode::JoinTimeout,
+        CloseCode::IdleTimeout,
+        CloseCode::SlowConsumer,
     ] {
         assert!(
             docs.contains(&format!("| {} |", close.code())),
@@ -464,4 +466,28 @@ fn docs_examples_are_valid() {
             close.code()
         );
     }
+}
+
+/// The Redis key table in `docs/architecture.md` is the store module's own (the source of
+/// truth in `signaling/src/store/mod.rs`), row for row.
+#[test]
+fn the_documented_redis_keys_are_the_stores() {
+    let rows = |text: &str, prefix: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter_map(|line| line.trim_start_matches(prefix).strip_prefix("| `sb:"))
+            .map(|row| {
+                format!("`sb:{row}")
+                    .split('|')
+                    .map(|cell| cell.trim().to_owned())
+                    .filter(|cell| !cell.is_empty())
+                    .collect()
+            })
+            .collect()
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store = std::fs::read_to_string(root.join("src/store/mod.rs")).unwrap();
+    let docs = std::fs::read_to_string(root.join("../docs/architecture.md")).unwrap();
+    let from_store = rows(&store, "//! ");
+    assert_eq!(from_store.len(), 5, "the store's key table");
+    assert_eq!(rows(&docs, ""), from_store);
 }

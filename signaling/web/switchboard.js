@@ -40,8 +40,12 @@
 
 const RELAYED = new Set(["offer", "answer", "candidate"]);
 // The close code the client uses to drop a connection on purpose while keeping the session;
-// like a network failure, it is resumed. Every other 4xxx code ends the session.
+// like a network failure, it is resumed.
 const DROP_CODE = 4000;
+// The close codes that end the session (docs/protocol.md, "Close codes"): left, replaced,
+// kicked, room deleted, no join in time. Every other close, 4005 (idle) and 4006 (slow
+// consumer) included, is resumed.
+const FINAL_CODES = new Set([1000, 4001, 4002, 4003, 4004]);
 
 /** An event target with a `state` whose every change is dispatched as a `state` event. */
 class StatefulTarget extends EventTarget {
@@ -255,8 +259,7 @@ export class SwitchboardClient extends StatefulTarget {
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
-      // 1000 and the 4xxx codes mean the session is over (left, replaced, refused).
-      const final = event.code === 1000 || (event.code >= 4000 && event.code !== DROP_CODE);
+      const final = FINAL_CODES.has(event.code);
       if (this.leaving || !this.reconnect || final || this.participantId === null) {
         this.setState("closed");
         this.switchSfu(null);

@@ -4,6 +4,8 @@
 //! It installs a global `tracing` subscriber and nothing else: no metrics (each binary owns
 //! its `prometheus-client` registry) and no I/O beyond writing to stderr.
 
+pub mod bounded;
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 

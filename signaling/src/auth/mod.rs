@@ -88,6 +88,10 @@ pub enum AuthError {
     InvalidClaim { claim: &'static str, reason: String },
     #[error("the token is for another room")]
     RoomMismatch,
+    /// A `room` query parameter that is no room id at all can name no token's room; it is a
+    /// `room_mismatch`, with a message saying why.
+    #[error("the `room` query parameter is not a room id ({reason}), so it matches no token")]
+    InvalidRoomParameter { reason: String },
     #[error("the server could not use its verification key")]
     KeyUnusable,
 }
@@ -111,7 +115,7 @@ impl AuthError {
             AuthError::InvalidAudience => "invalid_audience",
             AuthError::InvalidIssuer => "invalid_issuer",
             AuthError::InvalidClaim { .. } => "invalid_claim",
-            AuthError::RoomMismatch => "room_mismatch",
+            AuthError::RoomMismatch | AuthError::InvalidRoomParameter { .. } => "room_mismatch",
             AuthError::KeyUnusable => "server_key_error",
         }
     }
@@ -311,7 +315,7 @@ fn map_library_error(error: &jsonwebtoken::errors::Error, token: &str) -> AuthEr
         ErrorKind::InvalidAudience => AuthError::InvalidAudience,
         ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
         ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
-            "exp" => exp_problem(token),
+            "exp" => exp_problem(token).unwrap_or(AuthError::MissingExp),
             "aud" => AuthError::InvalidAudience,
             "iss" => AuthError::InvalidIssuer,
             "sub" => invalid_claim("sub", "is missing"),
@@ -329,6 +333,12 @@ fn map_library_error(error: &jsonwebtoken::errors::Error, token: &str) -> AuthEr
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
             AuthError::UnsupportedAlgorithm
         }
+        // The library reads `exp` as an integer and gives up on the whole payload when it is
+        // something it cannot skip (an array, an object): an authentic payload whose only
+        // fault is its `exp` is an `invalid_exp`, not a malformed token.
+        ErrorKind::Json(_) => exp_problem(token).unwrap_or(AuthError::Malformed {
+            reason: "the token could not be decoded",
+        }),
         ErrorKind::InvalidRsaKey(_)
         | ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey
@@ -339,14 +349,16 @@ fn map_library_error(error: &jsonwebtoken::errors::Error, token: &str) -> AuthEr
     }
 }
 
-/// jsonwebtoken reports a string `exp` and a missing one alike. It checks the signature before
-/// the claims, so by the time it complains the payload is authentic and may be read to say
-/// which of the two it is.
-fn exp_problem(token: &str) -> AuthError {
-    let claims: Option<Map<String, Value>> = token.split('.').nth(1).and_then(decode_segment);
-    match claims.as_ref().map(|claims| numeric_claim(claims, "exp")) {
-        Some(Claim::NotANumber) => AuthError::InvalidExp,
-        _ => AuthError::MissingExp,
+/// jsonwebtoken reports a string `exp`, one too large for it and a missing one alike. It
+/// checks the signature before the claims, so by the time it complains the payload is
+/// authentic and may be read to say which it is. `None` when `exp` is a usable number (or the
+/// payload is no JSON object), so the fault is elsewhere.
+fn exp_problem(token: &str) -> Option<AuthError> {
+    let claims: Map<String, Value> = token.split('.').nth(1).and_then(decode_segment)?;
+    match numeric_claim(&claims, "exp") {
+        Claim::Absent => Some(AuthError::MissingExp),
+        Claim::NotANumber => Some(AuthError::InvalidExp),
+        Claim::Present(_) => None,
     }
 }
 
@@ -357,15 +369,17 @@ enum Claim {
 }
 
 /// A NumericDate claim (RFC 7519 §2): a JSON number of seconds, possibly fractional (the
-/// fraction is dropped). Strings, negative numbers and other types are not dates.
+/// fraction is dropped). Strings, negative numbers, numbers of 2^64 or more (no date at all:
+/// the Sun is gone by then) and other types are not dates.
 fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Claim {
+    /// 2^64 as a float: the first value `as u64` would saturate.
+    const TOO_LARGE: f64 = 18_446_744_073_709_551_616.0;
     match claims.get(name) {
         None | Some(Value::Null) => Claim::Absent,
         Some(Value::Number(number)) => match number.as_u64() {
             Some(seconds) => Claim::Present(seconds),
             None => match number.as_f64() {
-                // `as` saturates at u64::MAX, which is the right answer for a far-future date.
-                Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+                Some(seconds) if seconds.is_finite() && (0.0..TOO_LARGE).contains(&seconds) => {
                     Claim::Present(seconds as u64)
                 }
                 _ => Claim::NotANumber,

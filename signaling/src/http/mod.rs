@@ -88,15 +88,23 @@ async fn websocket(
     let token = bearer
         .or(query.get("access_token").map(String::as_str))
         .unwrap_or("");
-    let requested_room = match query.get("room").map(|r| RoomId::parse(r)) {
-        None => None,
-        Some(Ok(room)) => Some(room),
-        Some(Err(error)) => return ApiError::bad_field("room", &error).into_response(),
+    // A `room` that is no room id is refused like any other mismatch (401 `room_mismatch`),
+    // after the token: the token's own faults win, as for a valid `room`.
+    let (requested_room, bad_room) = match query.get("room").map(|r| RoomId::parse(r)) {
+        None => (None, None),
+        Some(Ok(room)) => (Some(room), None),
+        Some(Err(error)) => (None, Some(error)),
     };
-    let claims = match state
+    let verified = state
         .auth
         .verify(token, requested_room.as_ref(), SystemTime::now())
-    {
+        .and_then(|claims| match bad_room {
+            None => Ok(claims),
+            Some(error) => Err(crate::auth::AuthError::InvalidRoomParameter {
+                reason: error.to_string(),
+            }),
+        });
+    let claims = match verified {
         Ok(claims) => claims,
         Err(error) => {
             tracing::debug!(code = error.code(), "join token refused");
@@ -200,13 +208,13 @@ pub async fn serve(
     // The WebSocket sessions run on after the listener stops: wait for them to finish their
     // close handshakes, but never past the grace period, so a pod always exits in time.
     let drained = async {
-        while hub.connections() > 0 {
+        while hub.sessions() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
-            remaining = hub.connections(),
+            remaining = hub.sessions(),
             "grace period over; dropping remaining connections"
         );
     }

@@ -20,7 +20,7 @@ pub use self::fields::{
     ResumeToken, SDP_MAX_BYTES, SDP_MID_MAX_BYTES, Sdp, SdpMid, USERNAME_FRAGMENT_MAX_BYTES,
     UsernameFragment,
 };
-pub use self::parse::{ProtocolError, parse_client_message};
+pub use self::parse::{ProtocolError, join_attempt, parse_client_message};
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
 
 /// The protocol version this server speaks. Clients send it as `v` in `join`; any other
@@ -478,6 +478,9 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is going away; it sent `reconnect` first.
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol (a lone continuation frame, an unmasked
+    /// frame, a reserved bit, an unknown opcode, an oversized or fragmented control frame).
+    ProtocolError,
     /// 1003: a binary frame; the protocol is JSON text only.
     UnsupportedData,
     /// 1007: a text frame that is not valid UTF-8.
@@ -486,8 +489,6 @@ pub enum CloseCode {
     PolicyViolation,
     /// 1009: a frame larger than the server's message limit.
     MessageTooBig,
-    /// 1011: the server failed unexpectedly.
-    InternalError,
     /// 4001: the same user joined again elsewhere; this session was replaced.
     Replaced,
     /// 4002: removed from the room by the application or an operator.
@@ -496,6 +497,30 @@ pub enum CloseCode {
     RoomDeleted,
     /// 4004: no `join` arrived in time after the connection opened.
     JoinTimeout,
+    /// 4005: the connection answered no ping and sent nothing for the idle timeout.
+    IdleTimeout,
+    /// 4006: the client read too slowly; its outgoing queue filled up.
+    SlowConsumer,
+}
+
+/// The close code for a frame the WebSocket library refused, judged by its error message.
+/// Whatever the library refuses on the way in is the client's doing (a lone continuation
+/// frame, an unmasked frame, a reserved bit, an unknown opcode, an oversized or fragmented
+/// control frame), so everything but size and UTF-8 is a protocol error (1002), not a server
+/// failure, which would tell the client to resume and send it again.
+///
+/// `None` when the client is already gone (a reset, an I/O error): there is no one to send a
+/// close frame to.
+pub fn close_for_receive_error(error: &str) -> Option<CloseCode> {
+    if error.contains("without closing handshake") || error.contains("IO error") {
+        None
+    } else if error.contains("too long") || error.contains("Space limit") {
+        Some(CloseCode::MessageTooBig)
+    } else if error.contains("UTF-8") || error.contains("utf-8") {
+        Some(CloseCode::InvalidPayload)
+    } else {
+        Some(CloseCode::ProtocolError)
+    }
 }
 
 impl CloseCode {
@@ -504,15 +529,17 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
             CloseCode::UnsupportedData => 1003,
             CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::MessageTooBig => 1009,
-            CloseCode::InternalError => 1011,
             CloseCode::Replaced => 4001,
             CloseCode::Kicked => 4002,
             CloseCode::RoomDeleted => 4003,
             CloseCode::JoinTimeout => 4004,
+            CloseCode::IdleTimeout => 4005,
+            CloseCode::SlowConsumer => 4006,
         }
     }
 
@@ -521,15 +548,17 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going_away",
+            CloseCode::ProtocolError => "protocol_error",
             CloseCode::UnsupportedData => "binary_frames_not_supported",
             CloseCode::InvalidPayload => "invalid_utf8",
             CloseCode::PolicyViolation => "rate_limited",
             CloseCode::MessageTooBig => "message_too_big",
-            CloseCode::InternalError => "internal",
             CloseCode::Replaced => "duplicate_identity",
             CloseCode::Kicked => "kicked",
             CloseCode::RoomDeleted => "room_deleted",
             CloseCode::JoinTimeout => "join_timeout",
+            CloseCode::IdleTimeout => "idle_timeout",
+            CloseCode::SlowConsumer => "slow_consumer",
         }
     }
 }

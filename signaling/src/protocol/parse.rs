@@ -87,6 +87,18 @@ impl ProtocolError {
     }
 }
 
+/// Whether a frame that [`parse_client_message`] refused was meant as a `join` (its `type` is
+/// `"join"`), and if so whether it asked to resume: such a refusal counts as a failed join in
+/// the metrics. Only called on refused frames, so the second parse costs nothing in the
+/// common case.
+pub fn join_attempt(text: &str) -> Option<bool> {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
+        return None;
+    };
+    (object.get("type").and_then(Value::as_str) == Some("join"))
+        .then(|| !matches!(object.get("resume"), None | Some(Value::Null)))
+}
+
 /// Parses one client text frame.
 ///
 /// The frame size limit is the socket's job (it closes with 1009 before this is called);
