@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -250,16 +251,44 @@ async def unknown_resume_tokens_fail_and_leave_the_connection_unjoined(env):
     await client.expect("joined")
 
 
-@covers(("error", "internal"))
-async def a_frozen_redis_gets_internal(env):
+@covers(("error", "unavailable"))
+async def a_frozen_redis_gets_unavailable(env):
     a, _, _, jb = await env.pair(url=env.outage)
     os.kill(env.outage_redis_pid, signal.SIGSTOP)
     try:
         await a.send({"type": "offer", "to": jb["participantId"], "sdp": "v=0", "ref": "o"})
         error = await a.error(timeout=20)
-        assert (error["code"], error["ref"]) == ("internal", "o"), error
+        assert (error["code"], error["ref"]) == ("unavailable", "o"), error
     finally:
         os.kill(env.outage_redis_pid, signal.SIGCONT)
+
+
+def outage_ready(env, within=20):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(env.outage_http + "/readyz", timeout=1).status == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the outage server did not become ready again")
+
+
+@covers(("error", "internal"))
+async def a_redis_refusing_writes_gets_internal(env):
+    # Redis is up and answers, but refuses every write (out of memory, `noeviction`): the
+    # relay fails for a reason that is not an outage.
+    outage_ready(env)
+    a, _, _, jb = await env.pair(url=env.outage)
+    redis_cli = ["redis-cli", "-p", str(env.outage_redis_port)]
+    assert subprocess.run(redis_cli + ["CONFIG", "SET", "maxmemory", "1"], capture_output=True).returncode == 0
+    try:
+        await a.send({"type": "offer", "to": jb["participantId"], "sdp": "v=0", "ref": "o"})
+        error = await a.error(timeout=20)
+        assert (error["code"], error["ref"]) == ("internal", "o"), error
+    finally:
+        subprocess.run(redis_cli + ["CONFIG", "SET", "maxmemory", "0"], capture_output=True)
 
 
 # --- close codes ---------------------------------------------------------------------------
