@@ -181,6 +181,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         name: claims.name.clone(),
         pod: state.pod.clone(),
         resume: Some(session.clone()),
+        joined_at: Some(unix_now_ms()),
     };
     let delivered = resume.as_ref().map_or(0, |r| r.last_seq);
     state.hub.register(
@@ -380,7 +381,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             _ = refresh.tick(), if joined.is_some() => {
                 if let Some(j) = &joined {
-                    keep_alive(&state, j).await;
+                    keep_alive(&state, j, &signal).await;
                 }
                 continue;
             }
@@ -541,10 +542,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
-/// Extends the participant's entry, putting it back if the store lost it.
-async fn keep_alive(state: &AppState, j: &Joined) {
+/// Extends the participant's entry, putting it back if the store lost it (but never one the
+/// application removed: its connection is closing).
+async fn keep_alive(state: &AppState, j: &Joined, signal: &SessionSignal) {
     match state.store.refresh(&j.room, &j.id).await {
         Ok(true) => {}
+        Ok(false) if signal.was_replaced() => {}
         Ok(false) => {
             let delivered = j
                 .session()
@@ -617,6 +620,14 @@ fn unknown(to: &ParticipantId, msg_ref: Option<crate::protocol::MsgRef>) -> Serv
 /// one (Janus refuses a request with an expired token, keepalives included).
 fn sfu_refresh_delay(ttl: Duration) -> Duration {
     (ttl * 2 / 3).max(Duration::from_secs(1))
+}
+
+/// Now, in Unix milliseconds.
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Now, in Unix seconds.

@@ -50,6 +50,9 @@ where
         expiry_is_announced(make(SHORT_TTL).await),
         resume_replays_what_was_missed(make(LONG_TTL).await),
         restore_puts_a_lost_participant_back(make(LONG_TTL).await),
+        kick_removes_for_good(make(LONG_TTL).await),
+        end_room_removes_everything(make(LONG_TTL).await),
+        rooms_are_listed_with_counts(make(LONG_TTL).await),
     );
 }
 
@@ -67,6 +70,7 @@ pub fn entry(id: &str, user: &str) -> ParticipantEntry {
         name: None,
         pod: "pod-test".to_owned(),
         resume: None,
+        joined_at: None,
     }
 }
 
@@ -736,4 +740,164 @@ pub async fn restore_puts_a_lost_participant_back(store: impl RoomStore) {
             .unwrap()
     );
     assert_eq!(listed(&store, &room).await, ["p-a", "p-b"]);
+}
+
+/// A kick removes the participant from the room (the others hear `kicked`), tells its own
+/// connection to close, and leaves nothing to resume; kicking again finds nobody.
+pub async fn kick_removes_for_good(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("kick");
+    let mut a = entry("p-a", "alice");
+    a.resume = Some(token("rt1.a"));
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    store.listen(&room, &pid("p-b")).await.unwrap();
+    store.join(&room, a, 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    expect_message(&mut events, "p-a", 0).await;
+    assert!(store.kick(&room, &pid("p-a")).await.unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(next_event(&mut events).await);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(e, StoreEvent::Removed { to, reason: LeaveReason::Kicked, .. } if to.as_str() == "p-a")),
+        "the kicked connection is told: {seen:?}"
+    );
+    let left = ServerMessage::ParticipantLeft {
+        id: pid("p-a"),
+        reason: LeaveReason::Kicked,
+    };
+    assert!(
+        seen.iter().any(|e| matches!(e, StoreEvent::Message { to, text, .. } if to.as_str() == "p-b" && serde_json::from_str::<ServerMessage>(text).ok() == Some(left.clone()))),
+        "bob hears the kick: {seen:?}"
+    );
+    expect_quiet(&mut events).await;
+    assert_eq!(ids(&store.participants(&room).await.unwrap()), ["p-b"]);
+    let alice = UserId::parse("alice").unwrap();
+    let refused = store
+        .resume(
+            &room,
+            ResumeRequest {
+                user: &alice,
+                token: &token("rt1.a"),
+                last_seq: 0,
+                new_token: &token("rt1.a2"),
+                pod: "pod-other",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResumeRefused(ResumeRefusal::NoSession)),
+        "a kicked participant cannot resume: {refused:?}"
+    );
+    assert!(!store.kick(&room, &pid("p-a")).await.unwrap());
+    assert!(!store.kick(&room, &pid("p-nobody")).await.unwrap());
+}
+
+/// Ending a room tells every participant about the others (`room_deleted`) and closes each,
+/// removes every entry and message (nothing to resume), and leaves other rooms alone.
+pub async fn end_room_removes_everything(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("end");
+    let other = self::room("end-other");
+    let mut a = entry("p-a", "alice");
+    a.resume = Some(token("rt1.a"));
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    store.listen(&room, &pid("p-b")).await.unwrap();
+    store.join(&room, a, 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    store.join(&other, entry("p-c", "carol"), 10).await.unwrap();
+    expect_message(&mut events, "p-a", 0).await;
+    let offer = ServerMessage::Offer {
+        from: pid("p-b"),
+        sdp: Sdp::parse("v=0").unwrap(),
+        seq: 0,
+    };
+    assert_eq!(
+        store
+            .relay(&room, &pid("p-a"), &offer.to_json())
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    next_event(&mut events).await;
+    assert_eq!(store.end_room(&room).await.unwrap(), 2);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_event(&mut events).await);
+    }
+    expect_quiet(&mut events).await;
+    for (me, them) in [("p-a", "p-b"), ("p-b", "p-a")] {
+        let left = ServerMessage::ParticipantLeft {
+            id: pid(them),
+            reason: LeaveReason::RoomDeleted,
+        };
+        let heard = seen.iter().position(|e| matches!(e, StoreEvent::Message { to, text, .. } if to.as_str() == me && serde_json::from_str::<ServerMessage>(text).ok() == Some(left.clone())));
+        let closed = seen.iter().position(|e| matches!(e, StoreEvent::Removed { to, reason: LeaveReason::RoomDeleted, .. } if to.as_str() == me));
+        assert!(
+            matches!((heard, closed), (Some(h), Some(c)) if h < c),
+            "{me} hears {them} leave, then is closed: {seen:?}"
+        );
+    }
+    assert!(store.participants(&room).await.unwrap().is_empty());
+    assert_eq!(store.count(&room).await.unwrap(), 0);
+    let alice = UserId::parse("alice").unwrap();
+    let refused = store
+        .resume(
+            &room,
+            ResumeRequest {
+                user: &alice,
+                token: &token("rt1.a"),
+                last_seq: 0,
+                new_token: &token("rt1.a2"),
+                pod: "pod-other",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResumeRefused(ResumeRefusal::NoSession)),
+        "nothing of an ended room can be resumed: {refused:?}"
+    );
+    assert_eq!(store.count(&other).await.unwrap(), 1, "other rooms stay");
+    assert_eq!(
+        store.end_room(&room).await.unwrap(),
+        0,
+        "ending twice is harmless"
+    );
+    // A new call can start in the room afterwards.
+    store.join(&room, entry("p-d", "dave"), 10).await.unwrap();
+    assert_eq!(store.count(&room).await.unwrap(), 1);
+}
+
+/// The room listing has every room with live participants and its count, and drops a room
+/// once it is ended.
+pub async fn rooms_are_listed_with_counts(store: impl RoomStore) {
+    let first = room("listed");
+    let second = room("listed");
+    store.join(&first, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&first, entry("p-b", "bob"), 10).await.unwrap();
+    store
+        .join(&second, entry("p-c", "carol"), 10)
+        .await
+        .unwrap();
+    let listed = store.rooms().await.unwrap();
+    let count_of = |listed: &[(RoomId, u32)], room: &RoomId| {
+        listed.iter().find(|(r, _)| r == room).map(|(_, n)| *n)
+    };
+    assert_eq!(count_of(&listed, &first), Some(2), "{listed:?}");
+    assert_eq!(count_of(&listed, &second), Some(1), "{listed:?}");
+    assert!(
+        listed.windows(2).all(|w| w[0].0 < w[1].0),
+        "ordered by room id: {listed:?}"
+    );
+    assert!(
+        listed.iter().all(|(_, n)| *n > 0),
+        "no empty rooms: {listed:?}"
+    );
+    store.end_room(&first).await.unwrap();
+    let listed = store.rooms().await.unwrap();
+    assert_eq!(count_of(&listed, &first), None, "{listed:?}");
+    assert_eq!(count_of(&listed, &second), Some(1), "{listed:?}");
 }

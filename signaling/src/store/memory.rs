@@ -341,6 +341,17 @@ impl State {
         }
     }
 
+    /// Tells the connection of a participant removed by the application to close.
+    fn removed(&self, room: &RoomId, id: &ParticipantId, reason: LeaveReason) {
+        if self.listening.contains(&(room.clone(), id.clone())) {
+            let _ = self.events.send(StoreEvent::Removed {
+                room: room.clone(),
+                to: id.clone(),
+                reason,
+            });
+        }
+    }
+
     fn replaced(&self, room: &RoomId, id: &ParticipantId, by: &ResumeToken) {
         if self.listening.contains(&(room.clone(), id.clone())) {
             let _ = self.events.send(StoreEvent::Replaced {
@@ -456,6 +467,54 @@ impl RoomStore for MemoryStore {
     /// One process: nobody else needs to know it is alive.
     fn heartbeat<'a>(&'a self, _pod: &'a str, _ttl: Duration) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (mut state, _) = self.state();
+            if state.remove(room, id).is_none() {
+                return Ok(false);
+            }
+            state.announce(room, None, &left(id, LeaveReason::Kicked));
+            state.removed(room, id, LeaveReason::Kicked);
+            Ok(true)
+        })
+    }
+
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(async move {
+            let (mut state, _) = self.state();
+            let ids: Vec<ParticipantId> = state
+                .rooms
+                .get(room)
+                .map(|r| r.participants.keys().cloned().collect())
+                .unwrap_or_default();
+            // Everyone hears about everyone else before any of them is closed, as in Redis.
+            for id in &ids {
+                state.announce(room, Some(id), &left(id, LeaveReason::RoomDeleted));
+            }
+            for id in &ids {
+                state.removed(room, id, LeaveReason::RoomDeleted);
+                state.remove(room, id);
+            }
+            Ok(u32::try_from(ids.len()).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
+        Box::pin(async move {
+            let (state, _) = self.state();
+            let mut rooms: Vec<(RoomId, u32)> = state
+                .rooms
+                .iter()
+                .map(|(id, r)| {
+                    let count = u32::try_from(r.participants.len()).unwrap_or(u32::MAX);
+                    (id.clone(), count)
+                })
+                .collect();
+            rooms.sort();
+            Ok(rooms)
+        })
     }
 }
 

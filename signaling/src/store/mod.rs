@@ -55,17 +55,25 @@
 //! | `sb:room:{<room>}:mailbox:<id>`   | list   | the last relayed messages, as `"<seq> <json>"`  |
 //!
 //! and one pub/sub channel per participant, `sb:room:{<room>}:to:<id>`, carrying
-//! `"<seq> <json>"` (seq 0 for presence) or `"replaced <resume token>"` when a newer session
-//! took the participant over. The channel shares the room's hash tag, so the scripts publish
+//! `"<seq> <json>"` (seq 0 for presence), `"replaced <resume token>"` when a newer session
+//! took the participant over, or `"removed kicked"` / `"removed room_deleted"` when the
+//! application removed it or ended its room (the pod holding it closes it with 4002/4003). The channel shares the room's hash tag, so the scripts publish
 //! with `SPUBLISH` on Redis Cluster (sharded pub/sub, no pattern subscriptions) and with
 //! `PUBLISH` on a single Redis.
+//!
+//! One key outside any room lists the rooms for the server API: `sb:rooms`, a sorted set of
+//! room ids scored by the room's latest participant deadline (unix ms, the writing pod's
+//! clock). It is an index, not the truth: written after each join, resume, restore and
+//! refresh (a separate command, since on Redis Cluster it lives in another slot; `ZADD GT`,
+//! Redis 6.2), with the key's own expiry one TTL ahead, so it vanishes with the last room.
+//! [`RoomStore::rooms`] drops the entries whose deadline has passed and counts the rest.
 //!
 //! Each pod also keeps a liveness key, `sb:pod:{<pod>}:alive`, with a short TTL that it
 //! renews every second; `redis-cli --scan --pattern 'sb:pod:*'` lists the live pods.
 //!
 //! The entry JSON is `{"id":"p1","user":"alice","name":"Alice","pod":"signaling-7f9c",
-//! "resume":"rt1.…"}` (`name` is omitted when absent; `resume` is the session's current
-//! resume token).
+//! "resume":"rt1.…","joinedAt":1764600000000}` (`name` is omitted when absent; `resume` is
+//! the session's current resume token; `joinedAt` is the join time in unix ms).
 //!
 //! Every operation is one Lua script that first prunes the entries whose deadline has passed
 //! (from all keys, announcing them), then does its work. Deadlines come from the Redis
@@ -88,7 +96,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
-use crate::protocol::{Participant, ResumeToken, ServerMessage};
+use crate::protocol::{LeaveReason, Participant, ResumeToken, ServerMessage};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{DEFAULT_TIMEOUT, PubSubMode, RedisStore};
@@ -114,6 +122,10 @@ pub struct ParticipantEntry {
     /// The session's current resume token: only its holder may resume this participant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeToken>,
+    /// When the participant joined, in Unix milliseconds (kept across resumes), for the
+    /// server API's participant list.
+    #[serde(default, rename = "joinedAt", skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<u64>,
 }
 
 impl ParticipantEntry {
@@ -153,6 +165,14 @@ pub enum StoreEvent {
         room: RoomId,
         to: ParticipantId,
         by: ResumeToken,
+    },
+    /// The participant was removed from the room by the application (`kicked`) or with its
+    /// room (`room_deleted`): close its connection here with the matching close code, and
+    /// leave the room state alone (it is gone already).
+    Removed {
+        room: RoomId,
+        to: ParticipantId,
+        reason: LeaveReason,
     },
     /// The link to the shared state is down; messages may be missed until it is back.
     Lost,
@@ -348,6 +368,20 @@ pub trait RoomStore: Send + Sync {
 
     /// Renews this process's liveness key, `sb:pod:{<pod>}:alive`, for `ttl`.
     fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes a participant on the application's behalf: everyone else in the room gets
+    /// `participantLeft` with `kicked`, and the participant's own connection, on whichever pod
+    /// holds it, is told to close with 4002 ([`StoreEvent::Removed`]). Its entry, mailbox and
+    /// resume token go with it, so it cannot resume. `false` if it was not in the room.
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>>;
+
+    /// Ends the call: every participant gets `participantLeft` with `room_deleted` for each of
+    /// the others and is told to close with 4003, and all of the room's state is removed, so
+    /// nothing can be resumed. Returns how many participants were removed.
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>>;
+
+    /// Every room with live participants and how many it has, ordered by room id.
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>>;
 }
 
 /// The part of a relayed message before its `"seq":0}` placeholder, which the store replaces
@@ -448,6 +482,18 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
     fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>> {
         (**self).heartbeat(pod, ttl)
     }
+
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
+        (**self).kick(room, id)
+    }
+
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
+        (**self).end_room(room)
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
+        (**self).rooms()
+    }
 }
 
 /// Checks a participant TTL both backends can honour: at least a millisecond (the Redis
@@ -475,6 +521,7 @@ mod tests {
             name: None,
             pod: "signaling-0".to_owned(),
             resume: None,
+            joined_at: None,
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert_eq!(json, r#"{"id":"p1","user":"alice","pod":"signaling-0"}"#);

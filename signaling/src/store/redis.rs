@@ -190,9 +190,38 @@ where
         bounded(self.timeout, invocation.invoke_async(&mut connection)).await
     }
 
+    /// Notes in the `sb:rooms` index that `room` has a participant until one TTL from now.
+    /// Best effort: the index only serves listings, and a room missing from it still works.
+    async fn index_room(&self, room: &RoomId) {
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let deadline = unix_ms().saturating_add(ttl).to_string();
+        let mut index = self.scripts.index.prepare_invoke();
+        index
+            .key(ROOM_INDEX)
+            .arg(room.as_str())
+            .arg(&deadline)
+            .arg(ttl.to_string());
+        let mut connection = self.connection.clone();
+        let indexed: Result<i64> = bounded(self.timeout, index.invoke_async(&mut connection)).await;
+        if let Err(error) = indexed {
+            tracing::debug!(%error, room = %room.as_str(), "cannot index the room");
+        }
+    }
+
     fn ttl_ms(&self) -> String {
         self.ttl.as_millis().to_string()
     }
+}
+
+/// The index of rooms for the server API (see the layout on the module).
+const ROOM_INDEX: &str = "sb:rooms";
+
+/// Now, in unix milliseconds (this pod's clock: the index only needs it roughly).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// A room's keys in the order the scripts expect them: participants, users, expiry, seq.
@@ -301,6 +330,7 @@ where
             if status != "ok" {
                 return Err(StoreError::RoomFull { max });
             }
+            self.index_room(room).await;
             let replaced = if replaced.is_empty() {
                 None
             } else {
@@ -334,7 +364,11 @@ where
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = [id.as_str(), &self.ttl_ms()];
-            self.run(&self.scripts.refresh, room, &args).await
+            let alive: bool = self.run(&self.scripts.refresh, room, &args).await?;
+            if alive {
+                self.index_room(room).await;
+            }
+            Ok(alive)
         })
     }
 
@@ -374,7 +408,9 @@ where
                 &self.ttl_ms(),
             ];
             let reply: Vec<redis::Value> = self.run(&self.scripts.resume, room, &args).await?;
-            decode_resume(room, request.last_seq, reply)
+            let resumed = decode_resume(room, request.last_seq, reply)?;
+            self.index_room(room).await;
+            Ok(resumed)
         })
     }
 
@@ -396,7 +432,11 @@ where
                 seq.as_str(),
                 announcement.as_str(),
             ];
-            self.run(&self.scripts.restore, room, &args).await
+            let restored: bool = self.run(&self.scripts.restore, room, &args).await?;
+            if restored {
+                self.index_room(room).await;
+            }
+            Ok(restored)
         })
     }
 
@@ -455,6 +495,58 @@ where
             set.arg(&key).arg(ms).arg("PX").arg(ms);
             bounded(self.timeout, set.exec_async(&mut connection)).await
         })
+    }
+
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { self.run(&self.scripts.kick, room, &[id.as_str()]).await })
+    }
+
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(async move {
+            let removed = self.run(&self.scripts.end, room, &[]).await?;
+            let mut connection = self.connection.clone();
+            let mut unindex = redis::cmd("ZREM");
+            unindex.arg(ROOM_INDEX).arg(room.as_str());
+            if let Err(error) = bounded(self.timeout, unindex.exec_async(&mut connection)).await {
+                tracing::debug!(%error, room = %room.as_str(), "cannot drop the room from the index");
+            }
+            Ok(removed)
+        })
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
+        Box::pin(self.list_rooms())
+    }
+}
+
+impl<C> RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    async fn list_rooms(&self) -> Result<Vec<(RoomId, u32)>> {
+        let mut connection = self.connection.clone();
+        let now = unix_ms().to_string();
+        let mut drop_past = redis::cmd("ZREMRANGEBYSCORE");
+        drop_past.arg(ROOM_INDEX).arg("-inf").arg(&now);
+        bounded(self.timeout, drop_past.exec_async(&mut connection)).await?;
+        let mut range = redis::cmd("ZRANGE");
+        range.arg(ROOM_INDEX).arg(0).arg(-1);
+        let indexed: Vec<String> =
+            bounded(self.timeout, range.query_async(&mut connection)).await?;
+        let mut rooms = Vec::new();
+        for name in indexed {
+            let Ok(room) = RoomId::parse(&name) else {
+                tracing::warn!(room = %name, "the room index holds an invalid room id");
+                continue;
+            };
+            // The index may still name a room everyone has left; the count is the truth.
+            let count = self.count(&room).await?;
+            if count > 0 {
+                rooms.push((room, count));
+            }
+        }
+        rooms.sort();
+        Ok(rooms)
     }
 }
 
@@ -519,6 +611,10 @@ struct Scripts {
     relay: Script,
     resume: Script,
     restore: Script,
+    kick: Script,
+    end: Script,
+    /// Adds a room's deadline to the `sb:rooms` index.
+    index: Script,
 }
 
 impl Scripts {
@@ -538,6 +634,9 @@ impl Scripts {
             relay: script(RELAY),
             resume: script(RESUME),
             restore: script(RESTORE),
+            kick: script(KICK),
+            end: script(END),
+            index: Script::new(INDEX),
         }
     }
 }
@@ -809,6 +908,46 @@ if tonumber(ARGV[5]) > 0 then
   redis.call('HSET', KEYS[4], id, ARGV[5])
 end
 expire_keys(now)
+return 1
+"#;
+
+/// ARGV: participant id. Returns 1 if it was there: the others hear `kicked`, and its own
+/// connection is told to close (`removed kicked`).
+const KICK: &str = r#"
+local now = now_ms()
+prune(now)
+local gone = forget(ARGV[1])
+expire_keys(now)
+if gone then
+  announce(left(ARGV[1], 'kicked'))
+  publish(ARGV[1], 'removed kicked')
+  return 1
+end
+return 0
+"#;
+
+/// Removes the whole room. Every participant hears `room_deleted` for each of the others, then
+/// its connection is told to close (`removed room_deleted`). Returns how many were removed.
+const END: &str = r#"
+prune(now_ms())
+local ids = redis.call('HKEYS', KEYS[1])
+for _, id in ipairs(ids) do
+  announce(left(id, 'room_deleted'), id)
+end
+for _, id in ipairs(ids) do
+  publish(id, 'removed room_deleted')
+  redis.call('DEL', mailbox(id))
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return #ids
+"#;
+
+/// KEYS: the room index. ARGV: room, its latest deadline (unix ms), the TTL in ms. Keeps the
+/// later of the two deadlines (`GT`, Redis 6.2), and the index's own expiry at one TTL from
+/// now: no entry in it has a later deadline, so it disappears with the last room.
+const INDEX: &str = r#"
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
