@@ -67,6 +67,10 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             mailbox_len: crate::store::DEFAULT_MAILBOX_LEN,
             pod_name: Some("dev".to_owned()),
         },
+        admin: crate::config::AdminArgs {
+            admin_addr: None,
+            admin_audience: crate::auth::DEFAULT_ADMIN_AUDIENCE.to_owned(),
+        },
         log: args.log,
         demo: true,
     };

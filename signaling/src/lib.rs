@@ -6,7 +6,8 @@
 //! 1. wiring: [`serve`] (the command line to a running server) and [`dev`] (the same, with a
 //!    fixed SFU list, an in-memory store and the demo page);
 //! 2. [`http`]: `/v1/ws` with the join token checked before the upgrade, probes, `/metrics`,
-//!    the demo page, graceful shutdown;
+//!    the demo page, graceful shutdown, and the server API on its own listener
+//!    ([`http::admin`]);
 //! 3. [`session`]: one connection, from `join` to close;
 //! 4. [`state`]: what every connection shares, and the tasks that deliver store events and
 //!    recover after a store outage;
@@ -20,8 +21,10 @@
 //! 7. [`ids`]: room, participant and user ids, display names and region hints, validated once
 //!    at the edge because they end up in Redis keys and Kubernetes names.
 //!
-//! [`config`] is the command line, read by the wiring.
+//! [`config`] is the command line, read by the wiring; [`admin_client`] is the server API's
+//! client, used by the `room` commands.
 
+pub mod admin_client;
 pub mod auth;
 pub mod config;
 pub mod dev;

@@ -145,7 +145,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                 ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
                     ErrorCode::PlacementTimeout
                 }
-                ResolveError::Create { .. } => ErrorCode::Internal,
+                ResolveError::Create { .. } | ResolveError::Delete { .. } => ErrorCode::Internal,
                 ResolveError::SfuCredentials { .. } | ResolveError::Provision { .. } => {
                     // The cause (a Secret's name, a missing key) is for the logs, not clients.
                     tracing::warn!(%error, room = %claims.room.as_str(), "join refused");
