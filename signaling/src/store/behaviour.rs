@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{
-    DEFAULT_MAILBOX_LEN, ParticipantEntry, ResumeRefusal, ResumeRequest, RoomStore, StoreError,
-    StoreEvent,
+    DEFAULT_MAILBOX_LEN, FactSink, ParticipantEntry, ResumeRefusal, ResumeRequest, RoomFact,
+    RoomStore, StoreError, StoreEvent,
 };
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
 use crate::protocol::{LeaveReason, ResumeToken, Sdp, ServerMessage};
@@ -53,6 +53,8 @@ where
         kick_removes_for_good(make(LONG_TTL).await),
         end_room_removes_everything(make(LONG_TTL).await),
         rooms_are_listed_with_counts(make(LONG_TTL).await),
+        facts_are_reported_once(make(LONG_TTL).await),
+        expiry_is_reported_by_a_sweep(make(SHORT_TTL).await),
     );
 }
 
@@ -900,4 +902,106 @@ pub async fn rooms_are_listed_with_counts(store: impl RoomStore) {
     let listed = store.rooms().await.unwrap();
     assert_eq!(count_of(&listed, &first), None, "{listed:?}");
     assert_eq!(count_of(&listed, &second), Some(1), "{listed:?}");
+}
+
+/// Collects the facts a store reports, per room.
+fn collect_facts(store: &impl RoomStore) -> Arc<std::sync::Mutex<Vec<(RoomId, RoomFact)>>> {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    store.report_facts(FactSink::new(move |room, fact| {
+        sink.lock().unwrap().push((room.clone(), fact));
+    }));
+    seen
+}
+
+/// The facts reported for `room`, as `kind participant-id reason` strings.
+fn facts_of(seen: &std::sync::Mutex<Vec<(RoomId, RoomFact)>>, room: &RoomId) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, _)| r == room)
+        .map(|(_, fact)| match fact {
+            RoomFact::Started => "started".to_owned(),
+            RoomFact::Finished => "finished".to_owned(),
+            RoomFact::Joined(e) => format!("joined {}", e.id.as_str()),
+            RoomFact::Left(e, reason) => format!("left {} {}", e.id.as_str(), reason.as_str()),
+            RoomFact::ConnectionLost(e) => format!("lost {}", e.id.as_str()),
+        })
+        .collect()
+}
+
+/// Every change to a room is reported once, in order, by the operation that made it: the
+/// first join starts the room, replacements, leaves, kicks and an ended room say why each
+/// participant went, and the last one out finishes it. Reads and refreshes report nothing.
+pub async fn facts_are_reported_once(store: impl RoomStore) {
+    let seen = collect_facts(&store);
+    let room = room("facts");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    store.join(&room, entry("p-a2", "alice"), 10).await.unwrap();
+    store.participants(&room).await.unwrap();
+    store.count(&room).await.unwrap();
+    assert!(store.refresh(&room, &pid("p-b")).await.unwrap());
+    assert!(store.leave(&room, &pid("p-b")).await.unwrap());
+    assert!(!store.leave(&room, &pid("p-b")).await.unwrap());
+    assert!(store.kick(&room, &pid("p-a2")).await.unwrap());
+    assert_eq!(
+        facts_of(&seen, &room),
+        [
+            "started",
+            "joined p-a",
+            "joined p-b",
+            "left p-a duplicate_identity",
+            "joined p-a2",
+            "left p-b left",
+            "left p-a2 kicked",
+            "finished",
+        ]
+    );
+    let ended = self::room("facts-ended");
+    store.join(&ended, entry("p-c", "carol"), 10).await.unwrap();
+    store.join(&ended, entry("p-d", "dave"), 10).await.unwrap();
+    store.end_room(&ended).await.unwrap();
+    store.end_room(&ended).await.unwrap();
+    assert_eq!(
+        facts_of(&seen, &ended),
+        [
+            "started",
+            "joined p-c",
+            "joined p-d",
+            "left p-c room_deleted",
+            "left p-d room_deleted",
+            "finished",
+        ]
+    );
+}
+
+/// A room whose participants are all about to expire with no one left to notice (their pods
+/// died) is reported lost and finished by a sweep within the lead, once, even when swept
+/// again; a sweep before the lead leaves it alone.
+pub async fn expiry_is_reported_by_a_sweep(store: impl RoomStore) {
+    let seen = collect_facts(&store);
+    let room = room("facts-swept");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    // Not yet within the lead: nothing is swept.
+    sleep(SHORT_TTL / 2).await;
+    store.sweep().await.unwrap();
+    assert_eq!(facts_of(&seen, &room).len(), 3, "swept too early");
+    // Within the lead, before the entries (and Redis keys) expire.
+    let lead = super::sweep_lead(SHORT_TTL);
+    sleep(SHORT_TTL / 2 - lead / 2).await;
+    store.sweep().await.unwrap();
+    store.sweep().await.unwrap();
+    assert_eq!(
+        facts_of(&seen, &room),
+        [
+            "started",
+            "joined p-a",
+            "joined p-b",
+            "lost p-a",
+            "lost p-b",
+            "finished"
+        ]
+    );
 }

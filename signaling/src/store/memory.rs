@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    DEFAULT_MAILBOX_LEN, JoinOutcome, ParticipantEntry, Result, ResumeRefusal, ResumeRequest,
-    Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
+    DEFAULT_MAILBOX_LEN, FactSink, JoinOutcome, ParticipantEntry, Result, ResumeRefusal,
+    ResumeRequest, Resumed, RoomFact, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
+    sweep_lead,
 };
 use crate::ids::{ParticipantId, RoomId};
 use crate::protocol::{LeaveReason, ResumeToken, ServerMessage};
@@ -39,6 +40,8 @@ struct State {
     /// The participants whose messages go to `events` (this process holds their connection).
     listening: HashSet<(RoomId, ParticipantId)>,
     events: mpsc::UnboundedSender<StoreEvent>,
+    /// Where room facts go (webhooks), once someone asked for them.
+    facts: Option<FactSink>,
 }
 
 /// A room's participants. A `BTreeMap` gives the documented id order for free.
@@ -80,6 +83,7 @@ impl MemoryStore {
                 deadlines: BTreeSet::new(),
                 listening: HashSet::new(),
                 events: tx,
+                facts: None,
             }),
             events: Mutex::new(Some(rx)),
         })
@@ -109,6 +113,7 @@ impl MemoryStore {
     fn join_now(&self, room: &RoomId, entry: ParticipantEntry, max: u32) -> Result<JoinOutcome> {
         let (mut state, now) = self.state();
         let deadline = now + self.ttl;
+        let was_empty = !state.rooms.contains_key(room);
         let (seats_taken, previous) = match state.rooms.get(room) {
             None => (0, None),
             Some(existing) => {
@@ -127,8 +132,15 @@ impl MemoryStore {
         if seats_taken >= usize::try_from(max).unwrap_or(usize::MAX) {
             return Err(StoreError::RoomFull { max });
         }
+        if was_empty {
+            state.fact(room, RoomFact::Started);
+        }
         let replaced = previous.and_then(|id| state.remove(room, &id).map(|slot| slot.entry));
         if let Some(old) = &replaced {
+            state.fact(
+                room,
+                RoomFact::Left(old.clone(), LeaveReason::DuplicateIdentity),
+            );
             if let Some(by) = &entry.resume {
                 state.replaced(room, &old.id, by);
             }
@@ -137,6 +149,7 @@ impl MemoryStore {
         let rewritten = state.remove(room, &entry.id).is_some();
         if !rewritten {
             state.announce(room, None, &entry.joined_message());
+            state.fact(room, RoomFact::Joined(entry.clone()));
         }
         state.insert(room, Slot::new(entry, deadline));
         let participants = state.entries(room);
@@ -286,9 +299,11 @@ impl State {
                 break;
             }
             if let Some((_, room, id)) = self.deadlines.pop_first()
-                && self.remove(&room, &id).is_some()
+                && let Some(slot) = self.remove(&room, &id)
             {
                 self.announce(&room, None, &left(&id, LeaveReason::ConnectionLost));
+                self.fact(&room, RoomFact::ConnectionLost(slot.entry));
+                self.finish_if_empty(&room);
             }
         }
     }
@@ -341,6 +356,31 @@ impl State {
         }
     }
 
+    fn fact(&self, room: &RoomId, fact: RoomFact) {
+        if let Some(sink) = &self.facts {
+            sink.report(room, fact);
+        }
+    }
+
+    /// Reports the room finished when its last participant is gone (the room was dropped).
+    fn finish_if_empty(&self, room: &RoomId) {
+        if !self.rooms.contains_key(room) {
+            self.fact(room, RoomFact::Finished);
+        }
+    }
+
+    /// Removes a participant for `reason`, telling the room and reporting it; `false` if it
+    /// was not there.
+    fn depart(&mut self, room: &RoomId, id: &ParticipantId, reason: LeaveReason) -> bool {
+        let Some(slot) = self.remove(room, id) else {
+            return false;
+        };
+        self.announce(room, None, &left(id, reason));
+        self.fact(room, RoomFact::Left(slot.entry, reason));
+        self.finish_if_empty(room);
+        true
+    }
+
     /// Tells the connection of a participant removed by the application to close.
     fn removed(&self, room: &RoomId, id: &ParticipantId, reason: LeaveReason) {
         if self.listening.contains(&(room.clone(), id.clone())) {
@@ -380,11 +420,7 @@ impl RoomStore for MemoryStore {
     fn leave<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let (mut state, _) = self.state();
-            let gone = state.remove(room, id).is_some();
-            if gone {
-                state.announce(room, None, &left(id, LeaveReason::Left));
-            }
-            Ok(gone)
+            Ok(state.depart(room, id, LeaveReason::Left))
         })
     }
 
@@ -472,12 +508,11 @@ impl RoomStore for MemoryStore {
     fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let (mut state, _) = self.state();
-            if state.remove(room, id).is_none() {
-                return Ok(false);
+            let gone = state.depart(room, id, LeaveReason::Kicked);
+            if gone {
+                state.removed(room, id, LeaveReason::Kicked);
             }
-            state.announce(room, None, &left(id, LeaveReason::Kicked));
-            state.removed(room, id, LeaveReason::Kicked);
-            Ok(true)
+            Ok(gone)
         })
     }
 
@@ -495,10 +530,47 @@ impl RoomStore for MemoryStore {
             }
             for id in &ids {
                 state.removed(room, id, LeaveReason::RoomDeleted);
-                state.remove(room, id);
+                if let Some(slot) = state.remove(room, id) {
+                    state.fact(room, RoomFact::Left(slot.entry, LeaveReason::RoomDeleted));
+                }
+            }
+            if !ids.is_empty() {
+                state.fact(room, RoomFact::Finished);
             }
             Ok(u32::try_from(ids.len()).unwrap_or(u32::MAX))
         })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<()>> {
+        // As in Redis: a room whose every deadline is within the lead is abandoned, and is
+        // pruned that much early.
+        Box::pin(async move {
+            let (mut state, now) = self.state();
+            let cutoff = now + sweep_lead(self.ttl);
+            let abandoned: Vec<(RoomId, Vec<ParticipantId>)> = state
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.participants.values().all(|slot| slot.deadline <= cutoff))
+                .map(|(room, r)| (room.clone(), r.participants.keys().cloned().collect()))
+                .collect();
+            for (room, ids) in abandoned {
+                for id in ids {
+                    if let Some(slot) = state.remove(&room, &id) {
+                        state.announce(&room, None, &left(&id, LeaveReason::ConnectionLost));
+                        state.fact(&room, RoomFact::ConnectionLost(slot.entry));
+                    }
+                }
+                state.finish_if_empty(&room);
+            }
+            Ok(())
+        })
+    }
+
+    fn report_facts(&self, sink: FactSink) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .facts = Some(sink);
     }
 
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {

@@ -62,11 +62,15 @@
 //! `PUBLISH` on a single Redis.
 //!
 //! One key outside any room lists the rooms for the server API: `sb:rooms`, a sorted set of
-//! room ids scored by the room's latest participant deadline (unix ms, the writing pod's
-//! clock). It is an index, not the truth: written after each join, resume, restore and
+//! room ids scored by when the room may be swept: its latest participant deadline less the
+//! sweep lead (unix ms, the writing pod's clock). It is an index, not the truth: written after each join, resume, restore and
 //! refresh (a separate command, since on Redis Cluster it lives in another slot; `ZADD GT`,
-//! Redis 6.2), with the key's own expiry one TTL ahead, so it vanishes with the last room.
-//! [`RoomStore::rooms`] drops the entries whose deadline has passed and counts the rest.
+//! Redis 6.2), with the key's own expiry two TTLs ahead. Every pod sweeps it each second
+//! ([`RoomStore::sweep`]): a room whose time has come (its latest deadline is within the
+//! sweep lead, [`sweep_lead`]: every participant's pod died, so no one refreshed it) is
+//! pruned before Redis expires its keys, which announces and reports its expiries, and leaves
+//! the index; the key vanishes a TTL after the last room. [`RoomStore::rooms`] counts each
+//! listed room.
 //!
 //! Each pod also keeps a liveness key, `sb:pod:{<pod>}:alive`, with a short TTL that it
 //! renews every second; `redis-cli --scan --pattern 'sb:pod:*'` lists the live pods.
@@ -180,6 +184,43 @@ pub enum StoreEvent {
     /// while it was down was missed, and the state may have been lost with it (an empty Redis
     /// after a restart).
     Restored,
+}
+
+/// Something that happened to a room, reported once, by the one store operation that made it
+/// happen (on whichever pod ran it), for webhooks. See [`RoomStore::report_facts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomFact {
+    /// The room got its first participant.
+    Started,
+    /// The room's last participant went.
+    Finished,
+    /// A participant joined (not a resume).
+    Joined(ParticipantEntry),
+    /// A participant left: `left`, `kicked`, `duplicate_identity` or `room_deleted`.
+    Left(ParticipantEntry, LeaveReason),
+    /// A participant's entry expired: its connection dropped and was not resumed in time.
+    ConnectionLost(ParticipantEntry),
+}
+
+/// Where a store reports [`RoomFact`]s. Called while the operation completes, so it must not
+/// block: the webhook queue takes or drops each fact at once.
+#[derive(Clone)]
+pub struct FactSink(Arc<dyn Fn(&RoomId, RoomFact) + Send + Sync>);
+
+impl FactSink {
+    pub fn new(report: impl Fn(&RoomId, RoomFact) + Send + Sync + 'static) -> Self {
+        FactSink(Arc::new(report))
+    }
+
+    pub fn report(&self, room: &RoomId, fact: RoomFact) {
+        (self.0)(room, fact)
+    }
+}
+
+impl std::fmt::Debug for FactSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FactSink")
+    }
 }
 
 /// A request to move a participant to a new connection.
@@ -382,6 +423,15 @@ pub trait RoomStore: Send + Sync {
 
     /// Every room with live participants and how many it has, ordered by room id.
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>>;
+
+    /// Prunes the rooms nobody has refreshed for most of a TTL (every participant's pod
+    /// died), up to [`sweep_lead`] early, so their expiry is announced and reported even with
+    /// no one left to notice. The server calls it every second.
+    fn sweep(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Reports every [`RoomFact`] to `sink` from now on: each exactly once, from the store
+    /// operation that made it happen. Without a sink, facts are not collected.
+    fn report_facts(&self, sink: FactSink);
 }
 
 /// The part of a relayed message before its `"seq":0}` placeholder, which the store replaces
@@ -494,6 +544,23 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
         (**self).rooms()
     }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<()>> {
+        (**self).sweep()
+    }
+
+    fn report_facts(&self, sink: FactSink) {
+        (**self).report_facts(sink)
+    }
+}
+
+/// How far ahead of its last deadline an abandoned room is swept: a third of the TTL (a live
+/// participant refreshes that often, so a live room's latest deadline is always further
+/// away), at most 2 s. An abandoned room's participants so lose at most that much of their
+/// resume window; the sweep must run before Redis expires the room's keys, or nothing would
+/// be left to report.
+pub fn sweep_lead(ttl: Duration) -> Duration {
+    (ttl / 3).min(Duration::from_secs(2))
 }
 
 /// Checks a participant TTL both backends can honour: at least a millisecond (the Redis
