@@ -73,6 +73,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
+    pub webhooks: WebhookArgs,
+    #[command(flatten)]
     pub log: LogArgs,
     /// Also serve the demo page at `/` and the JavaScript client at `/switchboard.js`. The page
     /// then needs a join token in its URL (`?token=`).
@@ -91,6 +93,40 @@ pub struct AdminArgs {
     /// The `aud` admin tokens must carry; join tokens cannot carry it.
     #[arg(long = "admin-audience", env = "SWITCHBOARD_ADMIN_AUDIENCE", default_value = crate::auth::DEFAULT_ADMIN_AUDIENCE)]
     pub admin_audience: String,
+}
+
+/// Webhooks: room and participant events posted, signed, to the application's backend
+/// (`docs/api.md`).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// URLs every event is posted to, comma separated; no webhooks when empty.
+    #[arg(
+        long = "webhook-url",
+        env = "SWITCHBOARD_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<String>,
+    /// The signing key as `KID=SECRET` (the secret at least 32 bytes); required with URLs.
+    #[arg(
+        long = "webhook-key",
+        env = "SWITCHBOARD_WEBHOOK_KEY",
+        hide_env_values = true
+    )]
+    pub webhook_key: Option<String>,
+    /// Events queued per URL while its receiver is slow or down; more are dropped (and
+    /// counted), so a dead receiver never holds signaling up.
+    #[arg(
+        long = "webhook-queue",
+        env = "SWITCHBOARD_WEBHOOK_QUEUE",
+        default_value_t = 4096
+    )]
+    pub webhook_queue: usize,
+    /// How long an event is retried (backoff from 250 ms to 5 s) before it is dropped.
+    #[arg(long = "webhook-retry-for", env = "SWITCHBOARD_WEBHOOK_RETRY_FOR", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub webhook_retry_for: Duration,
+    /// How long one delivery attempt may take.
+    #[arg(long = "webhook-timeout", env = "SWITCHBOARD_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
 }
 
 /// `switchboard-signaling room …`: the server API from the command line.

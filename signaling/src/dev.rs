@@ -71,6 +71,13 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             admin_addr: None,
             admin_audience: crate::auth::DEFAULT_ADMIN_AUDIENCE.to_owned(),
         },
+        webhooks: crate::config::WebhookArgs {
+            webhook_urls: Vec::new(),
+            webhook_key: None,
+            webhook_queue: 4096,
+            webhook_retry_for: Duration::from_secs(60),
+            webhook_timeout: Duration::from_secs(5),
+        },
         log: args.log,
         demo: true,
     };

@@ -15,7 +15,7 @@
 //!    trait), [`hub`] (this process's connections and in-order delivery to them), [`store`]
 //!    (room state and delivery across pods; the Redis layout is documented there), [`ice`]
 //!    (ICE servers and TURN credentials), [`metrics`], [`limits`] (the per-connection rate
-//!    limit);
+//!    limit), [`webhook`] (the store's room facts posted, signed, to the backend);
 //! 6. [`protocol`] (the versioned JSON wire protocol; `docs/protocol.md` is its reference)
 //!    and [`auth`] (join-token verification and minting), pure;
 //! 7. [`ids`]: room, participant and user ids, display names and region hints, validated once
@@ -40,3 +40,4 @@ pub mod serve;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod webhook;

@@ -36,6 +36,8 @@ pub enum ServeError {
     SecretNeedsNamespace,
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] crate::webhook::WebhookError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -216,6 +218,17 @@ pub async fn run_with(args: ServeArgs, dev: Option<DevWiring>) -> Result<(), Ser
         metrics: Metrics::default(),
     });
     state.start_tasks();
+    if !args.webhooks.webhook_urls.is_empty() {
+        let config = crate::webhook::WebhookConfig {
+            urls: args.webhooks.webhook_urls.clone(),
+            key: args.webhooks.webhook_key.clone().unwrap_or_default(),
+            queue: args.webhooks.webhook_queue,
+            retry_for: args.webhooks.webhook_retry_for,
+            timeout: args.webhooks.webhook_timeout,
+        };
+        crate::webhook::Webhooks::start(&config, state.store.clone(), &state.metrics)?;
+        tracing::info!(urls = config.urls.len(), "posting webhooks");
+    }
     if let (Some(addr), Some(auth)) = (args.admin.admin_addr, admin_auth) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
