@@ -194,9 +194,12 @@ impl Signer {
     }
 }
 
+/// An event and its body, shared by every URL's queue.
+type Queued = Arc<(Event, Vec<u8>)>;
+
 /// The per-URL queues the fact sink feeds.
 pub struct Webhooks {
-    queues: Vec<(String, mpsc::Sender<Arc<(Event, Vec<u8>)>>)>,
+    queues: Vec<(String, mpsc::Sender<Queued>)>,
     dropped: Family<ReasonLabel, Counter>,
 }
 
@@ -308,7 +311,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    async fn run(self, mut queue: mpsc::Receiver<Arc<(Event, Vec<u8>)>>) {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
         while let Some(item) = queue.recv().await {
             let (event, body) = &*item;
             if self.deliver(event, body).await {

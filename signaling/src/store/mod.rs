@@ -205,7 +205,9 @@ pub enum RoomFact {
 /// Where a store reports [`RoomFact`]s. Called while the operation completes, so it must not
 /// block: the webhook queue takes or drops each fact at once.
 #[derive(Clone)]
-pub struct FactSink(Arc<dyn Fn(&RoomId, RoomFact) + Send + Sync>);
+pub struct FactSink(Arc<ReportFact>);
+
+type ReportFact = dyn Fn(&RoomId, RoomFact) + Send + Sync;
 
 impl FactSink {
     pub fn new(report: impl Fn(&RoomId, RoomFact) + Send + Sync + 'static) -> Self {
