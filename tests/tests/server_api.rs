@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use switchboard_crds::Room;
 use switchboard_signaling::admin_client::{AdminClient, AdminClientError};
@@ -283,7 +283,7 @@ async fn the_room_cli_lists_kicks_and_ends() {
     assert_eq!(alice.until_closed().await, Ended::Closed(Some(4003)));
 }
 
-/// Proves deleting a Room on the real apiserver ends the call: with the SFU finalizer holding
+/// Proves `kubectl delete room` on the real apiserver ends the call: with the SFU finalizer holding
 /// the Room (only `deletionTimestamp` set), every client on both pods gets 4003, Redis holds
 /// nothing of the room, and neither a resume nor a new join gets in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,10 +313,11 @@ async fn deleting_the_room_object_ends_the_call() {
         .unwrap();
     alice.recv_type("participantJoined").await.unwrap();
 
-    rooms
-        .delete("allhands", &DeleteParams::default())
-        .await
+    // As users do it; without waiting, since the finalizer holds the Room.
+    let deleted = cp
+        .kubectl(["delete", "room", "allhands", "-n", NS, "--wait=false"])
         .unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
     let terminating = rooms.get("allhands").await.unwrap();
     assert!(terminating.metadata.deletion_timestamp.is_some());
     for client in [&mut alice, &mut bob, &mut carol] {
