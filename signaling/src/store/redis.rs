@@ -1160,6 +1160,28 @@ mod tests {
         assert!(matches!(classify(script), StoreError::Backend(_)));
     }
 
+    /// Facts from the scripts read back as the store reports them; anything else is refused
+    /// rather than guessed at.
+    #[test]
+    fn facts_are_read_back() {
+        let json = r#"{"id":"p1","user":"alice","pod":"pod-a"}"#;
+        assert_eq!(parse_fact("started - "), Some(RoomFact::Started));
+        assert_eq!(parse_fact("finished - "), Some(RoomFact::Finished));
+        let Some(RoomFact::Left(entry, LeaveReason::Kicked)) =
+            parse_fact(&format!("left kicked {json}"))
+        else {
+            panic!("a kick")
+        };
+        assert_eq!(entry.user.as_str(), "alice");
+        assert!(matches!(
+            parse_fact(&format!("lost - {json}")),
+            Some(RoomFact::ConnectionLost(_))
+        ));
+        assert_eq!(parse_fact(&format!("left exploded {json}")), None);
+        assert_eq!(parse_fact("joined - {not json"), None);
+        assert_eq!(parse_fact("teleported - "), None);
+    }
+
     /// A call that never answers is cut off at the timeout as unavailable.
     #[tokio::test(start_paused = true)]
     async fn silence_is_unavailable() {
