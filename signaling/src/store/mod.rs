@@ -40,6 +40,17 @@
 //! room notices the expiry first; the room's other participants refresh every TTL/3, so that
 //! happens within 4/3 of the TTL.
 //!
+//! # Room facts
+//!
+//! For webhooks, every operation that changes a room reports what changed as [`RoomFact`]s
+//! to the [`FactSink`] given to [`RoomStore::report_facts`]: `Started` when a join fills an
+//! empty room, `Joined`, `Left` with its reason (`left`, `kicked`, `duplicate_identity`,
+//! `room_deleted`), `ConnectionLost` for each entry a prune removes, and `Finished` when the
+//! room becomes empty. On Redis each script collects them in the same atomic step and returns
+//! them with its result (`"<kind> <reason> <entry JSON>"`), so exactly one caller, on one pod,
+//! learns each fact; the relay script, the hot path, reports none. A resume or a restore
+//! after a Redis restart is not a join and reports nothing.
+//!
 //! # Redis layout
 //!
 //! Each room has these keys. The room id sits in a hash tag, so they all live in one Redis
