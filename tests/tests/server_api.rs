@@ -16,6 +16,7 @@ use switchboard_signaling::auth::{AdminMintClaims, DEFAULT_ADMIN_AUDIENCE, Hs256
 use switchboard_tests::binaries::workspace_binary;
 use switchboard_tests::objects::room;
 use switchboard_tests::signaling::{Client, Ended, SignalingProcess, TEST_KID, TEST_SECRET, token};
+use switchboard_tests::webhook_receiver::{WEBHOOK_SECRET, WebhookReceiver, received};
 use switchboard_tests::{ControlPlane, RedisServer, free_port};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -285,7 +286,8 @@ async fn the_room_cli_lists_kicks_and_ends() {
 
 /// Proves `kubectl delete room` on the real apiserver ends the call: with the SFU finalizer holding
 /// the Room (only `deletionTimestamp` set), every client on both pods gets 4003, Redis holds
-/// nothing of the room, and neither a resume nor a new join gets in.
+/// nothing of the room, neither a resume nor a new join gets in, and although both pods see
+/// the deletion, each webhook event of the call arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_room_object_ends_the_call() {
     switchboard_tests::require!(ControlPlane, Redis);
@@ -300,8 +302,19 @@ async fn deleting_the_room_object_ends_the_call() {
     let redis = RedisServer::start().unwrap();
     let kubeconfig = cp.kubeconfig().display().to_string();
     let env = [("KUBECONFIG", kubeconfig.as_str())];
-    let (a, _) = pod(&redis, "pod-a", &env, &["--namespace=calls"]);
-    let (b, _) = pod(&redis, "pod-b", &env, &["--namespace=calls"]);
+    // Both pods post webhooks: both see the deletion, and each event must still come once.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let hook_port = free_port().unwrap();
+    let _receiver = WebhookReceiver::start(hook_port, &out, dir.path()).unwrap();
+    let hooks = [
+        "--namespace=calls".to_owned(),
+        format!("--webhook-url=http://127.0.0.1:{hook_port}/hooks"),
+        format!("--webhook-key=wh={WEBHOOK_SECRET}"),
+    ];
+    let hooks: Vec<&str> = hooks.iter().map(String::as_str).collect();
+    let (a, _) = pod(&redis, "pod-a", &env, &hooks);
+    let (b, _) = pod(&redis, "pod-b", &env, &hooks);
     let (mut alice, alice_joined) = Client::join(&a.ws_url(), &token("alice", "allhands", HOUR))
         .await
         .unwrap();
@@ -343,6 +356,41 @@ async fn deleting_the_room_object_ends_the_call() {
     assert_eq!(
         late.recv_type("error").await.unwrap()["code"],
         "room_not_found"
+    );
+
+    // Every event once, verified: the two pods that saw the deletion did not both report it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while received(&out).len() < 8 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = received(&out);
+    assert!(events.iter().all(|r| r["verified"] == true), "{events:?}");
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|r| {
+            let e = &r["event"];
+            format!(
+                "{} {} {}",
+                e["event"].as_str().unwrap(),
+                e["participant"]["user"].as_str().unwrap_or("-"),
+                e["reason"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "participant_joined alice -",
+            "participant_joined bob -",
+            "participant_joined carol -",
+            "participant_left alice room_deleted",
+            "participant_left bob room_deleted",
+            "participant_left carol room_deleted",
+            "room_finished - -",
+            "room_started - -",
+        ]
     );
 
     // Let the Room go.

@@ -8,45 +8,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use switchboard_signaling::admin_client::AdminClient;
 use switchboard_signaling::auth::{AdminMintClaims, DEFAULT_ADMIN_AUDIENCE, Hs256Signer};
 use switchboard_tests::http::get;
-use switchboard_tests::process::ChildProcess;
 use switchboard_tests::signaling::{Client, SignalingProcess, TEST_KID, TEST_SECRET, token};
+use switchboard_tests::webhook_receiver::{WEBHOOK_SECRET, WebhookReceiver, received};
 use switchboard_tests::{RedisServer, free_port};
 
 const HOUR: Duration = Duration::from_secs(3600);
-const WEBHOOK_SECRET: &str = "webhook-test-secret-0123456789abcdef";
 
-/// The receiver, started on `port`, appending what it got to `out`.
-fn receiver(port: u16, out: &Path, dir: &Path) -> ChildProcess {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/webhooks/receiver.py");
-    let process = ChildProcess::spawn(
-        "webhook receiver",
-        Path::new("/usr/bin/python3"),
-        &[
-            script.display().to_string(),
-            port.to_string(),
-            WEBHOOK_SECRET.to_owned(),
-            out.display().to_string(),
-        ],
-        &[],
-        &dir.join(format!(
-            "receiver-{}.log",
-            Instant::now().elapsed().as_nanos()
-        )),
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the receiver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    process
+fn receiver(port: u16, out: &Path, dir: &Path) -> WebhookReceiver {
+    WebhookReceiver::start(port, out, dir).unwrap()
 }
 
 /// A pod posting webhooks to `url`, with a short TTL so a dead pod's participants go fast.
@@ -64,15 +40,6 @@ fn pod(redis: &RedisServer, name: &str, url: &str, extra: &[&str]) -> (Signaling
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let process = SignalingProcess::start(&args).unwrap();
     (process, format!("http://127.0.0.1:{admin_port}"))
-}
-
-/// What the receiver logged: every request, verified or not.
-fn received(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
 }
 
 /// An event as `room event user reason`, for comparing what arrived with what should.
