@@ -35,6 +35,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a join token with an HS256 key, for testing and development.
     Token(TokenArgs),
+    /// The server API from the command line: list rooms and participants, remove a
+    /// participant, end a room (`docs/api.md`).
+    Room(RoomArgs),
     /// Everything in one process for trying Switchboard out: in-memory state, SFU nodes from
     /// flags or a YAML file placed in-process, a generated signing key, and the demo page.
     Dev(Box<DevArgs>),
@@ -123,11 +126,104 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+    #[command(flatten)]
     pub log: LogArgs,
     /// Also serve the demo page at `/` and the JavaScript client at `/switchboard.js`. The page
     /// then needs a join token in its URL (`?token=`).
     #[arg(long, env = "SWITCHBOARD_DEMO")]
     pub demo: bool,
+}
+
+/// The server API for the application's backend (`docs/api.md`). Admin tokens are verified
+/// with the join-token keys (`--jwt-hs256`, `--jwt-public-key`).
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Address to serve the server API on (rooms, participants, kick, end); off when unset.
+    /// Keep it off the public Ingress: it is for the application's backend.
+    #[arg(long = "admin-addr", env = "SWITCHBOARD_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// The `aud` admin tokens must carry; join tokens cannot carry it.
+    #[arg(long = "admin-audience", env = "SWITCHBOARD_ADMIN_AUDIENCE", default_value = crate::auth::DEFAULT_ADMIN_AUDIENCE)]
+    pub admin_audience: String,
+}
+
+/// Webhooks: room and participant events posted, signed, to the application's backend
+/// (`docs/api.md`).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// URLs every event is posted to, comma separated; no webhooks when empty.
+    #[arg(
+        long = "webhook-url",
+        env = "SWITCHBOARD_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<String>,
+    /// The signing key as `KID=SECRET` (the secret at least 32 bytes); required with URLs.
+    #[arg(
+        long = "webhook-key",
+        env = "SWITCHBOARD_WEBHOOK_KEY",
+        hide_env_values = true
+    )]
+    pub webhook_key: Option<String>,
+    /// Events queued per URL while its receiver is slow or down; more are dropped (and
+    /// counted), so a dead receiver never holds signaling up.
+    #[arg(
+        long = "webhook-queue",
+        env = "SWITCHBOARD_WEBHOOK_QUEUE",
+        default_value_t = 4096
+    )]
+    pub webhook_queue: usize,
+    /// How long an event is retried (backoff from 250 ms to 5 s) before it is dropped.
+    #[arg(long = "webhook-retry-for", env = "SWITCHBOARD_WEBHOOK_RETRY_FOR", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub webhook_retry_for: Duration,
+    /// How long one delivery attempt may take.
+    #[arg(long = "webhook-timeout", env = "SWITCHBOARD_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+}
+
+/// `switchboard-signaling room …`: the server API from the command line.
+#[derive(Debug, Clone, Args)]
+pub struct RoomArgs {
+    #[command(subcommand)]
+    pub command: RoomCommand,
+    /// The server API's base URL (a signaling pod's `--admin-addr`).
+    #[arg(
+        long = "admin-url",
+        env = "SWITCHBOARD_ADMIN_URL",
+        default_value = "http://127.0.0.1:8444",
+        global = true
+    )]
+    pub url: String,
+    /// An admin token; without it, one is minted for a minute from `--key`.
+    #[arg(long = "admin-token", env = "SWITCHBOARD_ADMIN_TOKEN", global = true)]
+    pub token: Option<String>,
+    /// The HS256 key as `KID=SECRET` to mint the admin token with; defaults to the first of
+    /// SWITCHBOARD_JWT_HS256.
+    #[arg(
+        long = "key",
+        env = "SWITCHBOARD_JWT_HS256",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub keys: Vec<String>,
+    /// The admin audience the server expects (`--admin-audience`).
+    #[arg(long = "admin-audience", env = "SWITCHBOARD_ADMIN_AUDIENCE", default_value = crate::auth::DEFAULT_ADMIN_AUDIENCE, global = true)]
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RoomCommand {
+    /// Rooms with participants, and how many each has.
+    List,
+    /// Who is in a room: participant id, user, pod, when they joined.
+    Participants { room: String },
+    /// Removes a participant (closed with 4002 `kicked`; it cannot resume).
+    Kick { room: String, participant: String },
+    /// Ends a room's call (everyone closed with 4003 `room_deleted`) and deletes its Room.
+    End { room: String },
 }
 
 /// Join-token verification keys. Each key pins its algorithm; the token's header never
@@ -299,10 +395,19 @@ pub struct KubeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    #[arg(long)]
-    pub room: String,
+    /// The room a join token admits to.
+    #[arg(long, required_unless_present = "admin")]
+    pub room: Option<String>,
+    /// The user (`sub`); for an admin token, who acts.
     #[arg(long)]
     pub user: String,
+    /// Mint an admin token for the server API (`aud` the admin audience, `"admin": true`)
+    /// instead of a join token.
+    #[arg(long, conflicts_with_all = ["room", "name"])]
+    pub admin: bool,
+    /// The admin audience, with `--admin`.
+    #[arg(long = "admin-audience", env = "SWITCHBOARD_ADMIN_AUDIENCE", default_value = crate::auth::DEFAULT_ADMIN_AUDIENCE)]
+    pub admin_audience: String,
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long, default_value = "5m", value_parser = bounded::duration(secs(1), secs(7 * DAY)))]

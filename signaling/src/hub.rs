@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, mpsc};
 
 use crate::ids::{ParticipantId, RoomId};
-use crate::protocol::{CloseCode, Participant, ResumeToken, ServerMessage};
+use crate::protocol::{CloseCode, LeaveReason, Participant, ResumeToken, ServerMessage};
 use crate::store::{ParticipantEntry, StoreEvent};
 
 /// What a connection's writer task receives.
@@ -42,12 +42,15 @@ pub enum Outbound {
 pub struct SessionSignal {
     /// Woken when the connection must close although its queue is full.
     pub kill: Notify,
-    /// Set when a newer session took this participant over: the session then leaves the room
-    /// state alone, since it now belongs to the newer one.
+    /// Set when the participant was taken from this session: a newer session took it over,
+    /// or the application removed it (kick, room ended). The session then leaves the room
+    /// state alone: it belongs to the newer session, or is gone and must stay gone (a restore
+    /// would bring a kicked participant back).
     replaced: AtomicBool,
 }
 
 impl SessionSignal {
+    /// Whether the participant was taken from this session (replaced or removed).
     pub fn was_replaced(&self) -> bool {
         self.replaced.load(Ordering::Acquire)
     }
@@ -178,7 +181,7 @@ impl Hub {
         let id = member.entry.id.clone();
         let mut rooms = self.rooms();
         if let Some(old) = rooms.entry(room.clone()).or_default().insert(id, member) {
-            retire(&old);
+            retire(&old, CloseCode::Replaced);
         }
     }
 
@@ -331,7 +334,24 @@ impl Hub {
                 if members.get(&to).is_some_and(|m| m.session() != Some(&by))
                     && let Some(old) = members.remove(&to)
                 {
-                    retire(&old);
+                    retire(&old, CloseCode::Replaced);
+                    if members.is_empty() {
+                        rooms.remove(&room);
+                    }
+                }
+            }
+            StoreEvent::Removed { room, to, reason } => {
+                let code = match reason {
+                    LeaveReason::RoomDeleted => CloseCode::RoomDeleted,
+                    _ => CloseCode::Kicked,
+                };
+                let mut rooms = self.rooms();
+                let Some(members) = rooms.get_mut(&room) else {
+                    return;
+                };
+                if let Some(old) = members.remove(&to) {
+                    tracing::info!(room = %room.as_str(), participant = %to.as_str(), reason = reason.as_str(), "participant removed; closing its connection");
+                    retire(&old, code);
                     if members.is_empty() {
                         rooms.remove(&room);
                     }
@@ -441,10 +461,11 @@ impl Hub {
     }
 }
 
-/// Closes a connection a newer session replaced.
-fn retire(member: &Member) {
+/// Closes a connection whose participant was taken from it (replaced or removed), with
+/// `code`.
+fn retire(member: &Member, code: CloseCode) {
     member.signal.replaced.store(true, Ordering::Release);
-    member.send(Outbound::Close(CloseCode::Replaced));
+    member.send(Outbound::Close(code));
 }
 
 #[cfg(test)]
@@ -469,6 +490,7 @@ mod tests {
             name: None,
             pod: "here".into(),
             resume: Some(token(session)),
+            joined_at: None,
         };
         let signal = Arc::new(SessionSignal::default());
         (
@@ -603,6 +625,29 @@ mod tests {
         assert!(signal.was_replaced());
         assert_eq!(texts(&mut rx), ["close 4001"]);
         assert_eq!(hub.connections(), 0);
+    }
+
+    /// A removal closes the connection with the reason's code and marks the session so it
+    /// leaves the (already removed) room state alone.
+    #[test]
+    fn removed_closes_with_the_reason_code() {
+        for (reason, code) in [
+            (LeaveReason::Kicked, "close 4002"),
+            (LeaveReason::RoomDeleted, "close 4003"),
+        ] {
+            let hub = Hub::default();
+            let room = RoomId::parse("r").unwrap();
+            let (m, mut rx, signal) = member("p1", "rt1.a", 16, 0);
+            hub.register(&room, m);
+            hub.on_event(StoreEvent::Removed {
+                room: room.clone(),
+                to: ParticipantId::parse("p1").unwrap(),
+                reason,
+            });
+            assert!(signal.was_replaced());
+            assert_eq!(texts(&mut rx), [code]);
+            assert_eq!(hub.connections(), 0);
+        }
     }
 
     /// Unregistering an old session leaves its successor (same participant) in place.

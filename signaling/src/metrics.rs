@@ -45,6 +45,9 @@ pub struct Metrics {
     pub store_errors: Family<ErrorLabel, Counter>,
     pub resyncs: Counter,
     pub state_link_losses: Counter,
+    pub webhook_delivered: Counter,
+    pub webhook_dropped: Family<ReasonLabel, Counter>,
+    pub webhook_failed_attempts: Counter,
     registry: Registry,
 }
 
@@ -119,7 +122,28 @@ impl Metrics {
             "Times the room state message link was lost",
             state_link_losses.clone(),
         );
+        let webhook_delivered = Counter::default();
+        registry.register(
+            "webhook_events_delivered",
+            "Webhook events a receiver accepted (2xx), counted per URL",
+            webhook_delivered.clone(),
+        );
+        let webhook_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "webhook_events_dropped",
+            "Webhook events given up, per URL: queue_full (the receiver fell behind) or retries_exhausted",
+            webhook_dropped.clone(),
+        );
+        let webhook_failed_attempts = Counter::default();
+        registry.register(
+            "webhook_failed_attempts",
+            "Webhook deliveries that failed and were retried or given up",
+            webhook_failed_attempts.clone(),
+        );
         Metrics {
+            webhook_delivered,
+            webhook_dropped,
+            webhook_failed_attempts,
             connections,
             ready,
             joins,
@@ -207,7 +231,18 @@ mod tests {
             "\nswitchboard_signaling_relay_failures_total{reason=\"unknown_participant\"} 1\n"
         ));
         assert!(text.contains("\nswitchboard_signaling_store_errors_total{error=\"config\"} 1\n"));
-        assert_eq!(text.matches("# TYPE").count(), 11, "{text}");
+        metrics
+            .webhook_dropped
+            .get_or_create(&ReasonLabel {
+                reason: "queue_full",
+            })
+            .inc();
+        let text = metrics.encode(3, true).unwrap();
+        assert!(text.contains(
+            "\nswitchboard_signaling_webhook_events_dropped_total{reason=\"queue_full\"} 1\n"
+        ));
+        assert!(text.contains("\nswitchboard_signaling_webhook_events_delivered_total 0\n"));
+        assert_eq!(text.matches("# TYPE").count(), 14, "{text}");
         let not_ready = metrics.encode(0, false).unwrap();
         assert!(not_ready.contains("\nswitchboard_signaling_ready 0\n"));
     }

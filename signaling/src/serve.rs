@@ -36,6 +36,8 @@ pub enum ServeError {
     SecretNeedsNamespace,
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] crate::webhook::WebhookError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -84,6 +86,18 @@ pub fn auth_config(args: &AuthArgs) -> Result<AuthConfig, ServeError> {
     Ok(builder.build()?)
 }
 
+/// Builds the admin-token verifier: the join-token keys, requiring the admin audience.
+pub fn admin_auth_config(
+    args: &AuthArgs,
+    admin: &crate::config::AdminArgs,
+) -> Result<AuthConfig, ServeError> {
+    let admin_only = AuthArgs {
+        audience: Some(admin.admin_audience.clone()),
+        ..args.clone()
+    };
+    auth_config(&admin_only)
+}
+
 /// The room store `--redis-url` asks for: Redis, Redis Cluster, or this process's memory.
 async fn room_store(args: &StateArgs) -> Result<Arc<dyn RoomStore>, ServeError> {
     Ok(match &args.redis_url {
@@ -126,6 +140,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 /// [`run`], with dev mode's room source and token endpoint when `dev` is given.
 pub async fn run_with(args: ServeArgs, dev: Option<DevWiring>) -> Result<(), ServeError> {
     let auth = auth_config(&args.auth)?;
+    let admin_auth = match args.admin.admin_addr {
+        Some(_) => Some(admin_auth_config(&args.auth, &args.admin)?),
+        None => None,
+    };
     let hub = Hub::default();
     let store = room_store(&args.state).await?;
     let mut kube_client = None;
@@ -201,6 +219,38 @@ pub async fn run_with(args: ServeArgs, dev: Option<DevWiring>) -> Result<(), Ser
         health: crate::state::Health::default(),
     });
     state.start_tasks();
+    if !args.webhooks.webhook_urls.is_empty() {
+        let config = crate::webhook::WebhookConfig {
+            urls: args.webhooks.webhook_urls.clone(),
+            key: args.webhooks.webhook_key.clone().unwrap_or_default(),
+            queue: args.webhooks.webhook_queue,
+            retry_for: args.webhooks.webhook_retry_for,
+            timeout: args.webhooks.webhook_timeout,
+        };
+        crate::webhook::Webhooks::start(&config, state.store.clone(), &state.metrics)?;
+        tracing::info!(urls = config.urls.len(), "posting webhooks");
+    }
+    if let (Some(addr), Some(auth)) = (args.admin.admin_addr, admin_auth) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        tracing::info!(%addr, "serving the server API");
+        let admin = crate::http::admin::router(Arc::new(crate::http::admin::AdminState {
+            app: state.clone(),
+            auth,
+        }));
+        let header_timeout = args.limits.header_read_timeout;
+        // No WebSockets here: it stops with the process, and a call in flight at SIGTERM is
+        // the backend's to retry.
+        tokio::spawn(crate::http::serve(
+            listener,
+            admin,
+            crate::hub::Hub::default(),
+            header_timeout,
+            std::time::Duration::ZERO,
+            std::future::pending(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Listen {

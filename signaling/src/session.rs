@@ -133,7 +133,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                 ResolveError::PlacementTimeout(_) | ResolveError::NoFit(_) => {
                     ErrorCode::PlacementTimeout
                 }
-                ResolveError::Create { .. } => ErrorCode::Internal,
+                ResolveError::Create { .. } | ResolveError::Delete { .. } => ErrorCode::Internal,
                 ResolveError::SfuCredentials { .. } | ResolveError::Provision { .. } => {
                     // The cause (a Secret's name, a missing key) is for the logs, not clients.
                     tracing::warn!(%error, room = %claims.room.as_str(), "join refused");
@@ -169,6 +169,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         name: claims.name.clone(),
         pod: state.pod.clone(),
         resume: Some(session.clone()),
+        joined_at: Some(unix_now_ms()),
     };
     let delivered = resume.as_ref().map_or(0, |r| r.last_seq);
     state.hub.register(
@@ -379,7 +380,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             }
             _ = refresh.tick(), if joined.is_some() => {
                 if let Some(j) = &joined {
-                    keep_alive(&state, j).await;
+                    keep_alive(&state, j, &signal).await;
                 }
                 continue;
             }
@@ -564,10 +565,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
     }
 }
 
-/// Extends the participant's entry, putting it back if the store lost it.
-async fn keep_alive(state: &AppState, j: &Joined) {
+/// Extends the participant's entry, putting it back if the store lost it (but never one the
+/// application removed: its connection is closing).
+async fn keep_alive(state: &AppState, j: &Joined, signal: &SessionSignal) {
     match state.store.refresh(&j.room, &j.id).await {
         Ok(true) => {}
+        Ok(false) if signal.was_replaced() => {}
         Ok(false) => {
             let delivered = j
                 .session()
@@ -700,6 +703,14 @@ fn unknown(to: &ParticipantId, msg_ref: Option<crate::protocol::MsgRef>) -> Serv
 /// one (Janus refuses a request with an expired token, keepalives included).
 fn sfu_refresh_delay(ttl: Duration) -> Duration {
     (ttl * 2 / 3).max(Duration::from_secs(1))
+}
+
+/// Now, in Unix milliseconds.
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Now, in Unix seconds.

@@ -25,6 +25,7 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod signaling;
 pub mod tools;
+pub mod webhook_receiver;
 
 pub use control_plane::ControlPlane;
 pub use coturn::Coturn;

@@ -30,6 +30,8 @@ const EVERYTHING: &[&str] = &[
     "jwt.publicKeys[0].kid=app,jwt.publicKeys[0].alg=ES256,jwt.publicKeys[0].key=app.pem,jwt.publicKeysSecret=jwt-public-keys",
     "--set",
     "watchNamespace=calls",
+    "--set",
+    "signaling.admin.enabled=true,signaling.webhooks.urls[0]=https://backend.example.com/hooks,signaling.webhooks.existingSecret=webhook-key",
 ];
 
 fn render(args: &[&str]) -> String {
@@ -199,7 +201,7 @@ async fn rendered_manifests_validate_with_kubeconform() {
 
 /// Proves the RBAC is namespaced and least-privilege: no ClusterRoles, no wildcards, Secrets
 /// and the Lease only by name, Room creation only with auto-create, and no `delete` for
-/// signaling.
+/// signaling (the server API, off by default, adds `delete` on Rooms; see below).
 #[test]
 fn rbac_is_namespaced_and_least_privilege() {
     switchboard_tests::require!(ChartTools);
@@ -315,4 +317,87 @@ fn pods_are_restricted_and_optional_objects_render() {
     for crd in of_kind(&unkept, "CustomResourceDefinition") {
         assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
     }
+}
+
+/// Proves the server API stays off the public side: its own ClusterIP Service (even with a
+/// LoadBalancer for signaling), never the Ingress backend; it alone grants `delete` on Rooms;
+/// and webhooks get their URLs and a signing key from a Secret, or refuse to render without
+/// a key.
+#[test]
+fn server_api_and_webhooks_render_off_the_public_side() {
+    switchboard_tests::require!(ChartTools);
+    let objects = parse_manifests(&render(&[
+        "--set",
+        "signaling.admin.enabled=true,signaling.service.type=LoadBalancer",
+        "--set",
+        "signaling.ingress.enabled=true",
+        "--set",
+        "signaling.webhooks.urls[0]=https://backend.example.com/hooks,signaling.webhooks.key=wh=0123456789abcdef0123456789abcdef",
+    ]))
+    .unwrap();
+    let admin = find(&objects, "Service", "sb-switchboard-signaling-admin").unwrap();
+    assert_eq!(admin["spec"]["type"], "ClusterIP");
+    assert_eq!(admin["spec"]["ports"][0]["targetPort"], "admin");
+    let public = find(&objects, "Service", "sb-switchboard-signaling").unwrap();
+    let public_ports: Vec<&str> = public["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["targetPort"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        public_ports,
+        ["http"],
+        "the public Service has no admin port"
+    );
+    let ingress = find(&objects, "Ingress", "sb-switchboard-signaling").unwrap();
+    assert!(!ingress.to_string().contains("admin"), "{ingress}");
+    let role = find(&objects, "Role", "sb-switchboard-signaling").unwrap();
+    let room_verbs = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == serde_json::json!(["rooms"]))
+        .unwrap()["verbs"]
+        .clone();
+    assert!(
+        room_verbs.as_array().unwrap().contains(&"delete".into()),
+        "{room_verbs}"
+    );
+    let deployment = find(&objects, "Deployment", "sb-switchboard-signaling").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    assert_eq!(
+        var("SWITCHBOARD_ADMIN_ADDR").unwrap()["value"],
+        "0.0.0.0:8444"
+    );
+    assert_eq!(
+        var("SWITCHBOARD_WEBHOOK_URLS").unwrap()["value"],
+        "https://backend.example.com/hooks"
+    );
+    assert_eq!(
+        var("SWITCHBOARD_WEBHOOK_KEY").unwrap()["valueFrom"]["secretKeyRef"]["key"],
+        "webhook-key"
+    );
+    let secret = find(&objects, "Secret", "sb-switchboard-config").unwrap();
+    assert!(secret["stringData"]["webhook-key"].is_string(), "{secret}");
+
+    let helm = Helm::new().unwrap();
+    let refused = helm
+        .template(
+            "sb",
+            "switchboard",
+            &[
+                "-f",
+                TEST_VALUES,
+                "--set",
+                "signaling.webhooks.urls[0]=https://backend.example.com/hooks",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("webhooks are always signed"), "{refused}");
 }

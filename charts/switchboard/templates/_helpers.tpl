@@ -55,7 +55,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* Whether the chart's own config Secret holds anything. */}}
 {{- define "switchboard.configSecretNeeded" -}}
-{{- if or (and .Values.redis.url (not .Values.redis.existingSecret)) (and .Values.jwt.hs256 (not .Values.jwt.existingSecret)) (and .Values.turn.enabled .Values.turn.redisUrls (not .Values.turn.redisUrlsExistingSecret)) }}true{{- end }}
+{{- if or (and .Values.redis.url (not .Values.redis.existingSecret)) (and .Values.jwt.hs256 (not .Values.jwt.existingSecret)) (and .Values.turn.enabled .Values.turn.redisUrls (not .Values.turn.redisUrlsExistingSecret)) (and .Values.signaling.webhooks.urls .Values.signaling.webhooks.key (not .Values.signaling.webhooks.existingSecret)) }}true{{- end }}
 {{- end }}
 
 {{/* Fails with a clear message when a required value is missing. */}}
@@ -68,6 +68,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- if and .Values.jwt.publicKeys (not .Values.jwt.publicKeysSecret) }}
 {{- fail "switchboard: jwt.publicKeys needs jwt.publicKeysSecret, the Secret holding the PEM files" }}
+{{- end }}
+{{- if and .Values.signaling.webhooks.urls (not (or .Values.signaling.webhooks.key .Values.signaling.webhooks.existingSecret)) }}
+{{- fail "switchboard: signaling.webhooks.urls needs signaling.webhooks.key or signaling.webhooks.existingSecret: webhooks are always signed" }}
 {{- end }}
 {{- if and .Values.turn.enabled (or .Values.turn.redisUrls .Values.turn.redisUrlsExistingSecret) (not .Values.turn.realm) }}
 {{- fail "switchboard: turn.realm is required with turn.redisUrls or turn.redisUrlsExistingSecret" }}

@@ -460,6 +460,39 @@ impl Hs256Signer {
         jsonwebtoken::encode(&header, claims, &self.key)
             .map_err(|error| KeyError::Signing(error.to_string()))
     }
+
+    /// Signs an admin token (for the server API) into a compact JWT.
+    pub fn mint_admin(&self, claims: &AdminMintClaims) -> Result<String, KeyError> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid.clone_from(&self.kid);
+        jsonwebtoken::encode(&header, claims, &self.key)
+            .map_err(|error| KeyError::Signing(error.to_string()))
+    }
+}
+
+/// The claims of an admin token: who acts (`sub`), the admin audience, and the grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminMintClaims {
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    /// The admin grant; always `true` (a token without it is refused).
+    pub admin: bool,
+}
+
+impl AdminMintClaims {
+    /// An admin token for `sub` and audience `aud`, issued at `now`, valid for `ttl`.
+    pub fn new(sub: &str, aud: &str, now: SystemTime, ttl: Duration) -> Self {
+        let iat = unix_seconds(now);
+        AdminMintClaims {
+            sub: sub.to_owned(),
+            aud: aud.to_owned(),
+            exp: iat.saturating_add(ttl.as_secs()),
+            iat,
+            admin: true,
+        }
+    }
 }
 
 impl fmt::Debug for Hs256Signer {

@@ -20,8 +20,9 @@ use serde_json::{Map, Value};
 use std::time::SystemTime;
 
 pub use self::keys::{
-    AuthConfig, AuthConfigBuilder, DEFAULT_LEEWAY, DEFAULT_MAX_LIFETIME, HS256_MIN_SECRET_BYTES,
-    Hs256Signer, KID_MAX_LEN, KeyAlgorithm, KeyError, MAX_LEEWAY, MintClaims,
+    AdminMintClaims, AuthConfig, AuthConfigBuilder, DEFAULT_LEEWAY, DEFAULT_MAX_LIFETIME,
+    HS256_MIN_SECRET_BYTES, Hs256Signer, KID_MAX_LEN, KeyAlgorithm, KeyError, MAX_LEEWAY,
+    MintClaims,
 };
 use self::keys::{VerificationKey, unix_seconds};
 use crate::ids::{DisplayName, IdError, Region, RoomId, UserId};
@@ -48,6 +49,20 @@ pub struct JoinClaims {
     /// The configured key that verified the token (for logs; not secret).
     pub key_id: String,
 }
+
+/// What a verified admin token grants: the whole server API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminClaims {
+    /// `sub`: who is acting (for logs).
+    pub subject: String,
+    /// `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The configured key that verified the token.
+    pub key_id: String,
+}
+
+/// The audience admin tokens name unless `--admin-audience` says otherwise.
+pub const DEFAULT_ADMIN_AUDIENCE: &str = "switchboard-admin";
 
 /// Why a join token was refused. Each variant has a stable [`AuthError::code`]; messages never
 /// include key material.
@@ -94,6 +109,14 @@ pub enum AuthError {
     InvalidRoomParameter { reason: String },
     #[error("the server could not use its verification key")]
     KeyUnusable,
+    /// A join token (it names a `room`) presented to the server API.
+    #[error(
+        "a join token cannot be used on the server API; send an admin token (`admin: true`, `aud` the admin audience)"
+    )]
+    JoinToken,
+    /// A token for the admin audience without the admin grant.
+    #[error("the token has no admin grant (`\"admin\": true`)")]
+    NotAdmin,
 }
 
 impl AuthError {
@@ -117,13 +140,17 @@ impl AuthError {
             AuthError::InvalidClaim { .. } => "invalid_claim",
             AuthError::RoomMismatch | AuthError::InvalidRoomParameter { .. } => "room_mismatch",
             AuthError::KeyUnusable => "server_key_error",
+            AuthError::JoinToken => "join_token",
+            AuthError::NotAdmin => "not_admin",
         }
     }
 
-    /// The HTTP status to answer with: 401, except 500 when our own key is at fault.
+    /// The HTTP status to answer with: 401, except 403 for a valid token that does not grant
+    /// the server API, and 500 when our own key is at fault.
     pub fn http_status(&self) -> u16 {
         match self {
             AuthError::KeyUnusable => 500,
+            AuthError::JoinToken | AuthError::NotAdmin => 403,
             _ => 401,
         }
     }
@@ -157,6 +184,52 @@ impl AuthConfig {
         requested_room: Option<&RoomId>,
         now: SystemTime,
     ) -> Result<JoinClaims, AuthError> {
+        let (kid, claims) = self.verified_claims(token)?;
+        // The signature is verified: from here on the claims are the issuer's.
+        let times = self.check_times(&claims, now)?;
+        let mut verified = join_claims(&claims, times)?;
+        if let Some(requested) = requested_room
+            && *requested != verified.room
+        {
+            return Err(AuthError::RoomMismatch);
+        }
+        verified.key_id = kid.to_owned();
+        Ok(verified)
+    }
+
+    /// Verifies an admin token (for the server API) at time `now`. This configuration must
+    /// require the admin audience ([`AuthConfigBuilder::audience`]), which join tokens do not
+    /// carry; the token must also carry the grant `"admin": true`.
+    pub fn verify_admin(&self, token: &str, now: SystemTime) -> Result<AdminClaims, AuthError> {
+        let (kid, claims) = match self.verified_claims(token) {
+            // The library checks the signature before the audience, so the payload of a token
+            // refused for its audience is authentic and may be read to say what it is.
+            Err(AuthError::InvalidAudience) if names_a_room(token) => {
+                return Err(AuthError::JoinToken);
+            }
+            other => other?,
+        };
+        let (expires_at, _) = self.check_times(&claims, now)?;
+        if claims.contains_key("room") {
+            return Err(AuthError::JoinToken);
+        }
+        if claims.get("admin") != Some(&Value::Bool(true)) {
+            return Err(AuthError::NotAdmin);
+        }
+        let subject = required_string(&claims, "sub")?.to_owned();
+        Ok(AdminClaims {
+            subject,
+            expires_at,
+            key_id: kid.to_owned(),
+        })
+    }
+
+    /// Checks the token's shape, header and key, then its signature and registered claims
+    /// (by jsonwebtoken); returns the key id and the verified claims.
+    fn verified_claims<'s>(
+        &'s self,
+        token: &str,
+    ) -> Result<(&'s str, Map<String, Value>), AuthError> {
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
@@ -193,20 +266,11 @@ impl AuthConfig {
                 got: token_alg,
             });
         }
-
         let claims =
             jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &key.validation)
                 .map_err(|error| map_library_error(&error, token))?
                 .claims;
-        // The signature is verified: from here on the claims are the issuer's.
-        let mut verified = self.check_claims(&claims, now)?;
-        if let Some(requested) = requested_room
-            && *requested != verified.room
-        {
-            return Err(AuthError::RoomMismatch);
-        }
-        verified.key_id = kid.to_owned();
-        Ok(verified)
+        Ok((kid, claims))
     }
 
     fn select_key(&self, kid: Option<&str>) -> Result<(&str, &VerificationKey), AuthError> {
@@ -224,11 +288,12 @@ impl AuthConfig {
         }
     }
 
-    fn check_claims(
+    /// Checks `exp`, `nbf`, `iat` and the lifetime; returns `exp` and `iat`.
+    fn check_times(
         &self,
         claims: &Map<String, Value>,
         now: SystemTime,
-    ) -> Result<JoinClaims, AuthError> {
+    ) -> Result<(u64, Option<u64>), AuthError> {
         let now = unix_seconds(now);
         let leeway = self.leeway.as_secs();
 
@@ -273,29 +338,44 @@ impl AuthConfig {
             });
         }
 
-        let user = required_string(claims, "sub")?;
-        let user = UserId::parse(user).map_err(|error| id_claim("sub", &error))?;
-        let room = required_string(claims, "room")?;
-        let room = RoomId::parse(room).map_err(|error| id_claim("room", &error))?;
-        let name = optional_string(claims, "name")?
-            .map(DisplayName::parse)
-            .transpose()
-            .map_err(|error| id_claim("name", &error))?;
-        let region = optional_string(claims, "region")?
-            .map(Region::parse)
-            .transpose()
-            .map_err(|error| id_claim("region", &error))?;
-
-        Ok(JoinClaims {
-            user,
-            room,
-            name,
-            region,
-            expires_at,
-            issued_at,
-            key_id: String::new(),
-        })
+        Ok((expires_at, issued_at))
     }
+}
+
+/// The join-specific claims of a token whose signature and times are verified.
+fn join_claims(
+    claims: &Map<String, Value>,
+    (expires_at, issued_at): (u64, Option<u64>),
+) -> Result<JoinClaims, AuthError> {
+    let user = required_string(claims, "sub")?;
+    let user = UserId::parse(user).map_err(|error| id_claim("sub", &error))?;
+    let room = required_string(claims, "room")?;
+    let room = RoomId::parse(room).map_err(|error| id_claim("room", &error))?;
+    let name = optional_string(claims, "name")?
+        .map(DisplayName::parse)
+        .transpose()
+        .map_err(|error| id_claim("name", &error))?;
+    let region = optional_string(claims, "region")?
+        .map(Region::parse)
+        .transpose()
+        .map_err(|error| id_claim("region", &error))?;
+
+    Ok(JoinClaims {
+        user,
+        room,
+        name,
+        region,
+        expires_at,
+        issued_at,
+        key_id: String::new(),
+    })
+}
+
+/// Whether a token's payload names a `room` (a join token). Only called on a token whose
+/// signature has been verified.
+fn names_a_room(token: &str) -> bool {
+    let claims: Option<Map<String, Value>> = token.split('.').nth(1).and_then(decode_segment);
+    claims.is_some_and(|claims| claims.contains_key("room"))
 }
 
 /// Decodes one base64url JWT segment as JSON.
@@ -418,5 +498,93 @@ fn id_claim(claim: &'static str, error: &IdError) -> AuthError {
     AuthError::InvalidClaim {
         claim,
         reason: format!("is invalid: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SECRET: &[u8] = b"admin-test-secret-0123456789abcdef";
+
+    fn signer() -> Hs256Signer {
+        Hs256Signer::new(Some("k1"), SECRET).unwrap()
+    }
+
+    fn admin_config() -> AuthConfig {
+        AuthConfig::builder()
+            .hs256_secret("k1", SECRET)
+            .unwrap()
+            .audience(DEFAULT_ADMIN_AUDIENCE)
+            .build()
+            .unwrap()
+    }
+
+    fn join_config() -> AuthConfig {
+        AuthConfig::builder()
+            .hs256_secret("k1", SECRET)
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    fn admin_token(aud: &str, now: SystemTime, ttl: Duration, grant: bool) -> String {
+        let mut claims = AdminMintClaims::new("backend", aud, now, ttl);
+        claims.admin = grant;
+        signer().mint_admin(&claims).unwrap()
+    }
+
+    /// A valid admin token is accepted and names who acts.
+    #[test]
+    fn admin_token_is_accepted() {
+        let now = SystemTime::now();
+        let token = admin_token(DEFAULT_ADMIN_AUDIENCE, now, Duration::from_secs(60), true);
+        let claims = admin_config().verify_admin(&token, now).unwrap();
+        assert_eq!(claims.subject, "backend");
+        assert_eq!(claims.key_id, "k1");
+    }
+
+    /// The server API refuses a join token, an expired admin token, a token for another
+    /// audience and one without the grant, each with its documented code and status.
+    #[test]
+    fn admin_refusals_have_their_codes() {
+        let now = SystemTime::now();
+        let join = signer()
+            .mint(&MintClaims::parse("r1", "alice", None, now, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        let expired = admin_token(
+            DEFAULT_ADMIN_AUDIENCE,
+            now - Duration::from_secs(600),
+            Duration::from_secs(60),
+            true,
+        );
+        let other = admin_token("another-service", now, Duration::from_secs(60), true);
+        let no_grant = admin_token(DEFAULT_ADMIN_AUDIENCE, now, Duration::from_secs(60), false);
+        let config = admin_config();
+        for (token, code, status) in [
+            (join.as_str(), "join_token", 403),
+            (expired.as_str(), "token_expired", 401),
+            (other.as_str(), "invalid_audience", 401),
+            (no_grant.as_str(), "not_admin", 403),
+            ("", "missing_token", 401),
+        ] {
+            let error = config.verify_admin(token, now).unwrap_err();
+            assert_eq!(
+                (error.code(), error.http_status()),
+                (code, status),
+                "{error}"
+            );
+        }
+    }
+
+    /// An admin token cannot join a room: join verification refuses any `aud` it was not
+    /// configured for.
+    #[test]
+    fn admin_token_cannot_join() {
+        let now = SystemTime::now();
+        let token = admin_token(DEFAULT_ADMIN_AUDIENCE, now, Duration::from_secs(60), true);
+        let error = join_config().verify(&token, None, now).unwrap_err();
+        assert_eq!(error.code(), "invalid_audience");
     }
 }

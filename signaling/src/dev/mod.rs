@@ -80,6 +80,17 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             mailbox_len: crate::store::DEFAULT_MAILBOX_LEN,
             pod_name: Some("dev".to_owned()),
         },
+        admin: crate::config::AdminArgs {
+            admin_addr: None,
+            admin_audience: crate::auth::DEFAULT_ADMIN_AUDIENCE.to_owned(),
+        },
+        webhooks: crate::config::WebhookArgs {
+            webhook_urls: Vec::new(),
+            webhook_key: None,
+            webhook_queue: 4096,
+            webhook_retry_for: Duration::from_secs(60),
+            webhook_timeout: Duration::from_secs(5),
+        },
         log: args.log,
         demo: true,
     };

@@ -5,6 +5,7 @@
 //! the store beyond what [`AppState`] offers. Every error it answers with is an
 //! [`ErrorBody`].
 
+pub mod admin;
 pub mod demo;
 
 use std::collections::HashMap;

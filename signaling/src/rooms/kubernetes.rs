@@ -4,7 +4,7 @@
 //! Placement comes from the operator through `Room.status`; signaling only reads it (from a
 //! reflector, so a join costs no API call) and, with auto-create on, creates the Room.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -125,7 +125,12 @@ impl RoomDirectory {
             rooms_watch: Arc::new(AtomicBool::new(false)),
             nodes_watch: Arc::new(AtomicBool::new(false)),
         });
-        tokio::spawn(watch_rooms(directory.clone(), stream, hub.clone()));
+        tokio::spawn(watch_rooms(
+            directory.clone(),
+            stream,
+            hub.clone(),
+            room_store.clone(),
+        ));
         let nodes_ok = directory.nodes_watch.clone();
         tokio::spawn(async move {
             futures::pin_mut!(node_stream);
@@ -271,6 +276,14 @@ impl RoomDirectory {
             // The watch may lag a room created a moment ago: ask the API before refusing.
             None => self.api.get_opt(&name).await.ok().flatten().map(Arc::new),
         };
+        // A Room being deleted (its finalizer still pending) takes no one in, and is not
+        // created again while it goes.
+        if existing
+            .as_ref()
+            .is_some_and(|found| found.metadata.deletion_timestamp.is_some())
+        {
+            return Err(ResolveError::NotFound(room.as_str().to_owned()));
+        }
         match (&existing, &self.options.auto_create) {
             (None, None) => return Err(ResolveError::NotFound(room.as_str().to_owned())),
             (None, Some(auto)) => self.create(room, &name, region, auto).await?,
@@ -355,20 +368,52 @@ impl RoomDirectory {
     }
 }
 
-/// Follows the Rooms: keeps the reflector's cache, the watch's health for `/readyz`, and
-/// tells a room's clients (`sfuReassigned`) when its placement moves to another node or
-/// generation, once the new place is ready (provisioned, for Janus).
+/// Follows the Rooms: keeps the reflector's cache, the watch's health for `/readyz`, tells a
+/// room's clients (`sfuReassigned`) when its placement moves to another node or generation,
+/// once the new place is ready (provisioned, for Janus), and ends the call of a deleted Room.
+///
+/// A Room is deleted once its `deletionTimestamp` is set, not only when it is gone: a Room on
+/// an SFU carries the operator's finalizer (`switchboard.dev/sfu-room`) and stays until the
+/// SFU room is torn down. Every pod sees the deletion and ends the call in the shared state;
+/// ending is idempotent, so the first pod does the work (every participant, on every pod, is
+/// closed with 4003) and the others find the room empty.
 async fn watch_rooms(
     directory: Arc<RoomDirectory>,
     stream: impl futures::Stream<Item = Result<watcher::Event<Room>, watcher::Error>>,
     hub: Hub,
+    room_store: Arc<dyn crate::store::RoomStore>,
 ) {
     // Where each room was last seen ready, to spot moves.
     let mut known: HashMap<String, Placement> = HashMap::new();
+    // Rooms being deleted whose call this pod has ended, so the finalizer's updates do not
+    // end it again.
+    let mut ended: HashSet<String> = HashSet::new();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         // Any event, even an empty initial list, shows the watch works.
         let room = match event {
+            Ok(watcher::Event::Delete(room)) => {
+                directory.rooms_watch.store(true, Ordering::Release);
+                if let Some(name) = room.metadata.name.as_deref() {
+                    known.remove(name);
+                    if !ended.remove(name) {
+                        end_call(room_store.as_ref(), name).await;
+                    }
+                }
+                continue;
+            }
+            Ok(watcher::Event::Apply(room) | watcher::Event::InitApply(room))
+                if room.metadata.deletion_timestamp.is_some() =>
+            {
+                directory.rooms_watch.store(true, Ordering::Release);
+                if let Some(name) = room.metadata.name.clone()
+                    && !ended.contains(&name)
+                    && end_call(room_store.as_ref(), &name).await
+                {
+                    ended.insert(name);
+                }
+                continue;
+            }
             Ok(watcher::Event::Apply(room) | watcher::Event::InitApply(room)) => {
                 directory.rooms_watch.store(true, Ordering::Release);
                 room
@@ -408,6 +453,26 @@ async fn watch_rooms(
     }
 }
 
+/// Ends the call of the deleted Room `name` in the shared state; `false` if the store failed
+/// (the next event on the Room tries again; participants it missed expire within a TTL).
+async fn end_call(store: &dyn crate::store::RoomStore, name: &str) -> bool {
+    let Some(room) = RoomId::from_kube_name(name) else {
+        return true;
+    };
+    match store.end_room(&room).await {
+        Ok(removed) => {
+            if removed > 0 {
+                tracing::info!(room = %room.as_str(), removed, "Room deleted; call ended");
+            }
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, room = %room.as_str(), "Room deleted, but its call cannot be ended now");
+            false
+        }
+    }
+}
+
 /// Now, in Unix seconds.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -431,6 +496,23 @@ impl RoomSource for RoomDirectory {
 
     fn is_healthy(&self) -> bool {
         self.is_watching()
+    }
+
+    fn delete_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<bool, ResolveError>> {
+        Box::pin(async move {
+            match self
+                .api
+                .delete(&room.kube_name(), &kube::api::DeleteParams::default())
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+                Err(source) => Err(ResolveError::Delete {
+                    room: room.as_str().to_owned(),
+                    source,
+                }),
+            }
+        })
     }
 }
 

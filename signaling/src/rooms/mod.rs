@@ -5,8 +5,9 @@
 //! - [`Standalone`]: no placement at all; rooms exist while people are in them and `joined`
 //!   carries no SFU.
 //!
-//! A source answers one question for a join, [`RoomSource::resolve`], and says whether it is
-//! working, for `/readyz`. It never touches connections or room membership.
+//! A source answers one question for a join, [`RoomSource::resolve`], says whether it is
+//! working, for `/readyz`, and deletes a room object for the server API. It never touches
+//! connections; the Kubernetes source ends the call of a deleted Room through the store.
 
 pub mod fixed;
 pub mod kubernetes;
@@ -41,6 +42,13 @@ pub enum ResolveError {
     /// No node of a fixed list has room.
     #[error("no SFU node can take the room: {0}")]
     NoFit(String),
+    /// The Room object could not be deleted (server API).
+    #[error("cannot delete room {room}: {source}")]
+    Delete {
+        room: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// The room's SFU as its source knows it. [`SfuRoute::for_participant`] turns it into the
@@ -148,6 +156,13 @@ pub trait RoomSource: Send + Sync {
     /// Whether the source works now (for `/readyz`).
     fn is_healthy(&self) -> bool {
         true
+    }
+
+    /// Deletes the room where the source keeps rooms (the Room object), for the server API's
+    /// "end a room"; `false` when there was nothing to delete. Sources without room objects
+    /// have nothing to do: ending the call in the store is the whole of it.
+    fn delete_room<'a>(&'a self, _room: &'a RoomId) -> BoxFuture<'a, Result<bool, ResolveError>> {
+        Box::pin(std::future::ready(Ok(false)))
     }
 }
 

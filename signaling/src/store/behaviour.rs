@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{
-    DEFAULT_MAILBOX_LEN, ParticipantEntry, ResumeRefusal, ResumeRequest, RoomStore, StoreError,
-    StoreEvent,
+    DEFAULT_MAILBOX_LEN, FactSink, ParticipantEntry, ResumeRefusal, ResumeRequest, RoomFact,
+    RoomStore, StoreError, StoreEvent,
 };
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
 use crate::protocol::{LeaveReason, ResumeToken, Sdp, ServerMessage};
@@ -52,6 +52,11 @@ where
         restore_puts_a_lost_participant_back(make(LONG_TTL).await),
         missed_reads_the_mailbox_after_a_seq(make(LONG_TTL).await),
         rebuilding_follows_restores(make(LONG_TTL).await),
+        kick_removes_for_good(make(LONG_TTL).await),
+        end_room_removes_everything(make(LONG_TTL).await),
+        rooms_are_listed_with_counts(make(LONG_TTL).await),
+        facts_are_reported_once(make(LONG_TTL).await),
+        expiry_is_reported_by_a_sweep(make(SHORT_TTL).await),
     );
 }
 
@@ -69,6 +74,7 @@ pub fn entry(id: &str, user: &str) -> ParticipantEntry {
         name: None,
         pod: "pod-test".to_owned(),
         resume: None,
+        joined_at: None,
     }
 }
 
@@ -792,4 +798,266 @@ pub async fn rebuilding_follows_restores(store: impl RoomStore) {
     assert!(store.rebuilding(&room, &pid("p-a")).await.unwrap());
     sleep(super::REBUILD_WINDOW + Duration::from_millis(200)).await;
     assert!(!store.rebuilding(&room, &pid("p-a")).await.unwrap());
+}
+
+/// A kick removes the participant from the room (the others hear `kicked`), tells its own
+/// connection to close, and leaves nothing to resume; kicking again finds nobody.
+pub async fn kick_removes_for_good(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("kick");
+    let mut a = entry("p-a", "alice");
+    a.resume = Some(token("rt1.a"));
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    store.listen(&room, &pid("p-b")).await.unwrap();
+    store.join(&room, a, 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    expect_message(&mut events, "p-a", 0).await;
+    assert!(store.kick(&room, &pid("p-a")).await.unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(next_event(&mut events).await);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(e, StoreEvent::Removed { to, reason: LeaveReason::Kicked, .. } if to.as_str() == "p-a")),
+        "the kicked connection is told: {seen:?}"
+    );
+    let left = ServerMessage::ParticipantLeft {
+        id: pid("p-a"),
+        reason: LeaveReason::Kicked,
+    };
+    assert!(
+        seen.iter().any(|e| matches!(e, StoreEvent::Message { to, text, .. } if to.as_str() == "p-b" && serde_json::from_str::<ServerMessage>(text).ok() == Some(left.clone()))),
+        "bob hears the kick: {seen:?}"
+    );
+    expect_quiet(&mut events).await;
+    assert_eq!(ids(&store.participants(&room).await.unwrap()), ["p-b"]);
+    let alice = UserId::parse("alice").unwrap();
+    let refused = store
+        .resume(
+            &room,
+            ResumeRequest {
+                user: &alice,
+                token: &token("rt1.a"),
+                last_seq: 0,
+                new_token: &token("rt1.a2"),
+                pod: "pod-other",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResumeRefused(ResumeRefusal::NoSession)),
+        "a kicked participant cannot resume: {refused:?}"
+    );
+    assert!(!store.kick(&room, &pid("p-a")).await.unwrap());
+    assert!(!store.kick(&room, &pid("p-nobody")).await.unwrap());
+}
+
+/// Ending a room tells every participant about the others (`room_deleted`) and closes each,
+/// removes every entry and message (nothing to resume), and leaves other rooms alone.
+pub async fn end_room_removes_everything(store: impl RoomStore) {
+    let mut events = store.events().unwrap();
+    let room = room("end");
+    let other = self::room("end-other");
+    let mut a = entry("p-a", "alice");
+    a.resume = Some(token("rt1.a"));
+    store.listen(&room, &pid("p-a")).await.unwrap();
+    store.listen(&room, &pid("p-b")).await.unwrap();
+    store.join(&room, a, 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    store.join(&other, entry("p-c", "carol"), 10).await.unwrap();
+    expect_message(&mut events, "p-a", 0).await;
+    let offer = ServerMessage::Offer {
+        from: pid("p-b"),
+        sdp: Sdp::parse("v=0").unwrap(),
+        seq: 0,
+    };
+    assert_eq!(
+        store
+            .relay(&room, &pid("p-a"), &offer.to_json())
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    next_event(&mut events).await;
+    assert_eq!(store.end_room(&room).await.unwrap(), 2);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_event(&mut events).await);
+    }
+    expect_quiet(&mut events).await;
+    for (me, them) in [("p-a", "p-b"), ("p-b", "p-a")] {
+        let left = ServerMessage::ParticipantLeft {
+            id: pid(them),
+            reason: LeaveReason::RoomDeleted,
+        };
+        let heard = seen.iter().position(|e| matches!(e, StoreEvent::Message { to, text, .. } if to.as_str() == me && serde_json::from_str::<ServerMessage>(text).ok() == Some(left.clone())));
+        let closed = seen.iter().position(|e| matches!(e, StoreEvent::Removed { to, reason: LeaveReason::RoomDeleted, .. } if to.as_str() == me));
+        assert!(
+            matches!((heard, closed), (Some(h), Some(c)) if h < c),
+            "{me} hears {them} leave, then is closed: {seen:?}"
+        );
+    }
+    assert!(store.participants(&room).await.unwrap().is_empty());
+    assert_eq!(store.count(&room).await.unwrap(), 0);
+    let alice = UserId::parse("alice").unwrap();
+    let refused = store
+        .resume(
+            &room,
+            ResumeRequest {
+                user: &alice,
+                token: &token("rt1.a"),
+                last_seq: 0,
+                new_token: &token("rt1.a2"),
+                pod: "pod-other",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResumeRefused(ResumeRefusal::NoSession)),
+        "nothing of an ended room can be resumed: {refused:?}"
+    );
+    assert_eq!(store.count(&other).await.unwrap(), 1, "other rooms stay");
+    assert_eq!(
+        store.end_room(&room).await.unwrap(),
+        0,
+        "ending twice is harmless"
+    );
+    // A new call can start in the room afterwards.
+    store.join(&room, entry("p-d", "dave"), 10).await.unwrap();
+    assert_eq!(store.count(&room).await.unwrap(), 1);
+}
+
+/// The room listing has every room with live participants and its count, and drops a room
+/// once it is ended.
+pub async fn rooms_are_listed_with_counts(store: impl RoomStore) {
+    let first = room("listed");
+    let second = room("listed");
+    store.join(&first, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&first, entry("p-b", "bob"), 10).await.unwrap();
+    store
+        .join(&second, entry("p-c", "carol"), 10)
+        .await
+        .unwrap();
+    let listed = store.rooms().await.unwrap();
+    let count_of = |listed: &[(RoomId, u32)], room: &RoomId| {
+        listed.iter().find(|(r, _)| r == room).map(|(_, n)| *n)
+    };
+    assert_eq!(count_of(&listed, &first), Some(2), "{listed:?}");
+    assert_eq!(count_of(&listed, &second), Some(1), "{listed:?}");
+    assert!(
+        listed.windows(2).all(|w| w[0].0 < w[1].0),
+        "ordered by room id: {listed:?}"
+    );
+    assert!(
+        listed.iter().all(|(_, n)| *n > 0),
+        "no empty rooms: {listed:?}"
+    );
+    store.end_room(&first).await.unwrap();
+    let listed = store.rooms().await.unwrap();
+    assert_eq!(count_of(&listed, &first), None, "{listed:?}");
+    assert_eq!(count_of(&listed, &second), Some(1), "{listed:?}");
+}
+
+/// Collects the facts a store reports, per room.
+fn collect_facts(store: &impl RoomStore) -> Arc<std::sync::Mutex<Vec<(RoomId, RoomFact)>>> {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    store.report_facts(FactSink::new(move |room, fact| {
+        sink.lock().unwrap().push((room.clone(), fact));
+    }));
+    seen
+}
+
+/// The facts reported for `room`, as `kind participant-id reason` strings.
+fn facts_of(seen: &std::sync::Mutex<Vec<(RoomId, RoomFact)>>, room: &RoomId) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, _)| r == room)
+        .map(|(_, fact)| match fact {
+            RoomFact::Started => "started".to_owned(),
+            RoomFact::Finished => "finished".to_owned(),
+            RoomFact::Joined(e) => format!("joined {}", e.id.as_str()),
+            RoomFact::Left(e, reason) => format!("left {} {}", e.id.as_str(), reason.as_str()),
+            RoomFact::ConnectionLost(e) => format!("lost {}", e.id.as_str()),
+        })
+        .collect()
+}
+
+/// Every change to a room is reported once, in order, by the operation that made it: the
+/// first join starts the room, replacements, leaves, kicks and an ended room say why each
+/// participant went, and the last one out finishes it. Reads and refreshes report nothing.
+pub async fn facts_are_reported_once(store: impl RoomStore) {
+    let seen = collect_facts(&store);
+    let room = room("facts");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    store.join(&room, entry("p-a2", "alice"), 10).await.unwrap();
+    store.participants(&room).await.unwrap();
+    store.count(&room).await.unwrap();
+    assert!(store.refresh(&room, &pid("p-b")).await.unwrap());
+    assert!(store.leave(&room, &pid("p-b")).await.unwrap());
+    assert!(!store.leave(&room, &pid("p-b")).await.unwrap());
+    assert!(store.kick(&room, &pid("p-a2")).await.unwrap());
+    assert_eq!(
+        facts_of(&seen, &room),
+        [
+            "started",
+            "joined p-a",
+            "joined p-b",
+            "left p-a duplicate_identity",
+            "joined p-a2",
+            "left p-b left",
+            "left p-a2 kicked",
+            "finished",
+        ]
+    );
+    let ended = self::room("facts-ended");
+    store.join(&ended, entry("p-c", "carol"), 10).await.unwrap();
+    store.join(&ended, entry("p-d", "dave"), 10).await.unwrap();
+    store.end_room(&ended).await.unwrap();
+    store.end_room(&ended).await.unwrap();
+    assert_eq!(
+        facts_of(&seen, &ended),
+        [
+            "started",
+            "joined p-c",
+            "joined p-d",
+            "left p-c room_deleted",
+            "left p-d room_deleted",
+            "finished",
+        ]
+    );
+}
+
+/// A room whose participants are all about to expire with no one left to notice (their pods
+/// died) is reported lost and finished by a sweep within the lead, once, even when swept
+/// again; a sweep before the lead leaves it alone.
+pub async fn expiry_is_reported_by_a_sweep(store: impl RoomStore) {
+    let seen = collect_facts(&store);
+    let room = room("facts-swept");
+    store.join(&room, entry("p-a", "alice"), 10).await.unwrap();
+    store.join(&room, entry("p-b", "bob"), 10).await.unwrap();
+    // Not yet within the lead: nothing is swept.
+    sleep(SHORT_TTL / 2).await;
+    store.sweep().await.unwrap();
+    assert_eq!(facts_of(&seen, &room).len(), 3, "swept too early");
+    // Within the lead, before the entries (and Redis keys) expire.
+    let lead = super::sweep_lead(SHORT_TTL);
+    sleep(SHORT_TTL / 2 - lead / 2).await;
+    store.sweep().await.unwrap();
+    store.sweep().await.unwrap();
+    assert_eq!(
+        facts_of(&seen, &room),
+        [
+            "started",
+            "joined p-a",
+            "joined p-b",
+            "lost p-a",
+            "lost p-b",
+            "finished"
+        ]
+    );
 }

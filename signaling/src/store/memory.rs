@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    DEFAULT_MAILBOX_LEN, JoinOutcome, ParticipantEntry, Result, ResumeRefusal, ResumeRequest,
-    Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
+    DEFAULT_MAILBOX_LEN, FactSink, JoinOutcome, ParticipantEntry, Result, ResumeRefusal,
+    ResumeRequest, Resumed, RoomFact, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
+    sweep_lead,
 };
 use crate::ids::{ParticipantId, RoomId};
 use crate::protocol::{LeaveReason, ResumeToken, ServerMessage};
@@ -39,6 +40,8 @@ struct State {
     /// The participants whose messages go to `events` (this process holds their connection).
     listening: HashSet<(RoomId, ParticipantId)>,
     events: mpsc::UnboundedSender<StoreEvent>,
+    /// Where room facts go (webhooks), once someone asked for them.
+    facts: Option<FactSink>,
 }
 
 /// A room's participants. A `BTreeMap` gives the documented id order for free.
@@ -82,6 +85,7 @@ impl MemoryStore {
                 deadlines: BTreeSet::new(),
                 listening: HashSet::new(),
                 events: tx,
+                facts: None,
             }),
             events: Mutex::new(Some(rx)),
         })
@@ -111,6 +115,7 @@ impl MemoryStore {
     fn join_now(&self, room: &RoomId, entry: ParticipantEntry, max: u32) -> Result<JoinOutcome> {
         let (mut state, now) = self.state();
         let deadline = now + self.ttl;
+        let was_empty = !state.rooms.contains_key(room);
         let (seats_taken, previous) = match state.rooms.get(room) {
             None => (0, None),
             Some(existing) => {
@@ -129,8 +134,15 @@ impl MemoryStore {
         if seats_taken >= usize::try_from(max).unwrap_or(usize::MAX) {
             return Err(StoreError::RoomFull { max });
         }
+        if was_empty {
+            state.fact(room, RoomFact::Started);
+        }
         let replaced = previous.and_then(|id| state.remove(room, &id).map(|slot| slot.entry));
         if let Some(old) = &replaced {
+            state.fact(
+                room,
+                RoomFact::Left(old.clone(), LeaveReason::DuplicateIdentity),
+            );
             if let Some(by) = &entry.resume {
                 state.replaced(room, &old.id, by);
             }
@@ -139,6 +151,7 @@ impl MemoryStore {
         let rewritten = state.remove(room, &entry.id).is_some();
         if !rewritten {
             state.announce(room, None, &entry.joined_message());
+            state.fact(room, RoomFact::Joined(entry.clone()));
         }
         state.insert(room, Slot::new(entry, deadline));
         let participants = state.entries(room);
@@ -318,9 +331,11 @@ impl State {
                 break;
             }
             if let Some((_, room, id)) = self.deadlines.pop_first()
-                && self.remove(&room, &id).is_some()
+                && let Some(slot) = self.remove(&room, &id)
             {
                 self.announce(&room, None, &left(&id, LeaveReason::ConnectionLost));
+                self.fact(&room, RoomFact::ConnectionLost(slot.entry));
+                self.finish_if_empty(&room);
             }
         }
     }
@@ -373,6 +388,42 @@ impl State {
         }
     }
 
+    fn fact(&self, room: &RoomId, fact: RoomFact) {
+        if let Some(sink) = &self.facts {
+            sink.report(room, fact);
+        }
+    }
+
+    /// Reports the room finished when its last participant is gone (the room was dropped).
+    fn finish_if_empty(&self, room: &RoomId) {
+        if !self.rooms.contains_key(room) {
+            self.fact(room, RoomFact::Finished);
+        }
+    }
+
+    /// Removes a participant for `reason`, telling the room and reporting it; `false` if it
+    /// was not there.
+    fn depart(&mut self, room: &RoomId, id: &ParticipantId, reason: LeaveReason) -> bool {
+        let Some(slot) = self.remove(room, id) else {
+            return false;
+        };
+        self.announce(room, None, &left(id, reason));
+        self.fact(room, RoomFact::Left(slot.entry, reason));
+        self.finish_if_empty(room);
+        true
+    }
+
+    /// Tells the connection of a participant removed by the application to close.
+    fn removed(&self, room: &RoomId, id: &ParticipantId, reason: LeaveReason) {
+        if self.listening.contains(&(room.clone(), id.clone())) {
+            let _ = self.events.send(StoreEvent::Removed {
+                room: room.clone(),
+                to: id.clone(),
+                reason,
+            });
+        }
+    }
+
     fn replaced(&self, room: &RoomId, id: &ParticipantId, by: &ResumeToken) {
         if self.listening.contains(&(room.clone(), id.clone())) {
             let _ = self.events.send(StoreEvent::Replaced {
@@ -401,11 +452,7 @@ impl RoomStore for MemoryStore {
     fn leave<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let (mut state, _) = self.state();
-            let gone = state.remove(room, id).is_some();
-            if gone {
-                state.announce(room, None, &left(id, LeaveReason::Left));
-            }
-            Ok(gone)
+            Ok(state.depart(room, id, LeaveReason::Left))
         })
     }
 
@@ -505,6 +552,90 @@ impl RoomStore for MemoryStore {
     /// One process: nobody else needs to know it is alive.
     fn heartbeat<'a>(&'a self, _pod: &'a str, _ttl: Duration) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (mut state, _) = self.state();
+            let gone = state.depart(room, id, LeaveReason::Kicked);
+            if gone {
+                state.removed(room, id, LeaveReason::Kicked);
+            }
+            Ok(gone)
+        })
+    }
+
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(async move {
+            let (mut state, _) = self.state();
+            let ids: Vec<ParticipantId> = state
+                .rooms
+                .get(room)
+                .map(|r| r.participants.keys().cloned().collect())
+                .unwrap_or_default();
+            // Everyone hears about everyone else before any of them is closed, as in Redis.
+            for id in &ids {
+                state.announce(room, Some(id), &left(id, LeaveReason::RoomDeleted));
+            }
+            for id in &ids {
+                state.removed(room, id, LeaveReason::RoomDeleted);
+                if let Some(slot) = state.remove(room, id) {
+                    state.fact(room, RoomFact::Left(slot.entry, LeaveReason::RoomDeleted));
+                }
+            }
+            if !ids.is_empty() {
+                state.fact(room, RoomFact::Finished);
+            }
+            Ok(u32::try_from(ids.len()).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<()>> {
+        // As in Redis: a room whose every deadline is within the lead is abandoned, and is
+        // pruned that much early.
+        Box::pin(async move {
+            let (mut state, now) = self.state();
+            let cutoff = now + sweep_lead(self.ttl);
+            let abandoned: Vec<(RoomId, Vec<ParticipantId>)> = state
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.participants.values().all(|slot| slot.deadline <= cutoff))
+                .map(|(room, r)| (room.clone(), r.participants.keys().cloned().collect()))
+                .collect();
+            for (room, ids) in abandoned {
+                for id in ids {
+                    if let Some(slot) = state.remove(&room, &id) {
+                        state.announce(&room, None, &left(&id, LeaveReason::ConnectionLost));
+                        state.fact(&room, RoomFact::ConnectionLost(slot.entry));
+                    }
+                }
+                state.finish_if_empty(&room);
+            }
+            Ok(())
+        })
+    }
+
+    fn report_facts(&self, sink: FactSink) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .facts = Some(sink);
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
+        Box::pin(async move {
+            let (state, _) = self.state();
+            let mut rooms: Vec<(RoomId, u32)> = state
+                .rooms
+                .iter()
+                .map(|(id, r)| {
+                    let count = u32::try_from(r.participants.len()).unwrap_or(u32::MAX);
+                    (id.clone(), count)
+                })
+                .collect();
+            rooms.sort();
+            Ok(rooms)
+        })
     }
 }
 

@@ -44,6 +44,17 @@
 //! room notices the expiry first; the room's other participants refresh every TTL/3, so that
 //! happens within 4/3 of the TTL.
 //!
+//! # Room facts
+//!
+//! For webhooks, every operation that changes a room reports what changed as [`RoomFact`]s
+//! to the [`FactSink`] given to [`RoomStore::report_facts`]: `Started` when a join fills an
+//! empty room, `Joined`, `Left` with its reason (`left`, `kicked`, `duplicate_identity`,
+//! `room_deleted`), `ConnectionLost` for each entry a prune removes, and `Finished` when the
+//! room becomes empty. On Redis each script collects them in the same atomic step and returns
+//! them with its result (`"<kind> <reason> <entry JSON>"`), so exactly one caller, on one pod,
+//! learns each fact; the relay script, the hot path, reports none. A resume or a restore
+//! after a Redis restart is not a join and reports nothing.
+//!
 //! # Redis layout
 //!
 //! Each room has these keys. The room id sits in a hash tag, so they all live in one Redis
@@ -60,17 +71,29 @@
 //! | `sb:room:{<room>}:rebuilding`     | string | present for [`REBUILD_WINDOW`] after a restore  |
 //!
 //! and one pub/sub channel per participant, `sb:room:{<room>}:to:<id>`, carrying
-//! `"<seq> <json>"` (seq 0 for presence) or `"replaced <resume token>"` when a newer session
-//! took the participant over. The channel shares the room's hash tag, so the scripts publish
+//! `"<seq> <json>"` (seq 0 for presence), `"replaced <resume token>"` when a newer session
+//! took the participant over, or `"removed kicked"` / `"removed room_deleted"` when the
+//! application removed it or ended its room (the pod holding it closes it with 4002/4003). The channel shares the room's hash tag, so the scripts publish
 //! with `SPUBLISH` on Redis Cluster (sharded pub/sub, no pattern subscriptions) and with
 //! `PUBLISH` on a single Redis.
+//!
+//! One key outside any room lists the rooms for the server API: `sb:rooms`, a sorted set of
+//! room ids scored by when the room may be swept: its latest participant deadline less the
+//! sweep lead (unix ms, the writing pod's clock). It is an index, not the truth: written after each join, resume, restore and
+//! refresh (a separate command, since on Redis Cluster it lives in another slot; `ZADD GT`,
+//! Redis 6.2), with the key's own expiry two TTLs ahead. Every pod sweeps it each second
+//! ([`RoomStore::sweep`]): a room whose time has come (its latest deadline is within the
+//! sweep lead, [`sweep_lead`]: every participant's pod died, so no one refreshed it) is
+//! pruned before Redis expires its keys, which announces and reports its expiries, and leaves
+//! the index; the key vanishes a TTL after the last room. [`RoomStore::rooms`] counts each
+//! listed room.
 //!
 //! Each pod also keeps a liveness key, `sb:pod:{<pod>}:alive`, with a short TTL that it
 //! renews every second; `redis-cli --scan --pattern 'sb:pod:*'` lists the live pods.
 //!
 //! The entry JSON is `{"id":"p1","user":"alice","name":"Alice","pod":"signaling-7f9c",
-//! "resume":"rt1.…"}` (`name` is omitted when absent; `resume` is the session's current
-//! resume token).
+//! "resume":"rt1.…","joinedAt":1764600000000}` (`name` is omitted when absent; `resume` is
+//! the session's current resume token; `joinedAt` is the join time in unix ms).
 //!
 //! Every operation is one Lua script that first prunes the entries whose deadline has passed
 //! (from all keys, announcing them), then does its work. Deadlines come from the Redis
@@ -93,7 +116,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::ids::{DisplayName, ParticipantId, RoomId, UserId};
-use crate::protocol::{Participant, ResumeToken, ServerMessage};
+use crate::protocol::{LeaveReason, Participant, ResumeToken, ServerMessage};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{DEFAULT_TIMEOUT, PubSubMode, RedisStore};
@@ -128,6 +151,10 @@ pub struct ParticipantEntry {
     /// The session's current resume token: only its holder may resume this participant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeToken>,
+    /// When the participant joined, in Unix milliseconds (kept across resumes), for the
+    /// server API's participant list.
+    #[serde(default, rename = "joinedAt", skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<u64>,
 }
 
 impl ParticipantEntry {
@@ -168,12 +195,59 @@ pub enum StoreEvent {
         to: ParticipantId,
         by: ResumeToken,
     },
+    /// The participant was removed from the room by the application (`kicked`) or with its
+    /// room (`room_deleted`): close its connection here with the matching close code, and
+    /// leave the room state alone (it is gone already).
+    Removed {
+        room: RoomId,
+        to: ParticipantId,
+        reason: LeaveReason,
+    },
     /// The link to the shared state is down; messages may be missed until it is back.
     Lost,
     /// The link is back and every channel listened to is subscribed again. Anything published
     /// while it was down was missed, and the state may have been lost with it (an empty Redis
     /// after a restart).
     Restored,
+}
+
+/// Something that happened to a room, reported once, by the one store operation that made it
+/// happen (on whichever pod ran it), for webhooks. See [`RoomStore::report_facts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomFact {
+    /// The room got its first participant.
+    Started,
+    /// The room's last participant went.
+    Finished,
+    /// A participant joined (not a resume).
+    Joined(ParticipantEntry),
+    /// A participant left: `left`, `kicked`, `duplicate_identity` or `room_deleted`.
+    Left(ParticipantEntry, LeaveReason),
+    /// A participant's entry expired: its connection dropped and was not resumed in time.
+    ConnectionLost(ParticipantEntry),
+}
+
+/// Where a store reports [`RoomFact`]s. Called while the operation completes, so it must not
+/// block: the webhook queue takes or drops each fact at once.
+#[derive(Clone)]
+pub struct FactSink(Arc<ReportFact>);
+
+type ReportFact = dyn Fn(&RoomId, RoomFact) + Send + Sync;
+
+impl FactSink {
+    pub fn new(report: impl Fn(&RoomId, RoomFact) + Send + Sync + 'static) -> Self {
+        FactSink(Arc::new(report))
+    }
+
+    pub fn report(&self, room: &RoomId, fact: RoomFact) {
+        (self.0)(room, fact)
+    }
+}
+
+impl std::fmt::Debug for FactSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FactSink")
+    }
 }
 
 /// A request to move a participant to a new connection.
@@ -380,6 +454,29 @@ pub trait RoomStore: Send + Sync {
 
     /// Renews this process's liveness key, `sb:pod:{<pod>}:alive`, for `ttl`.
     fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes a participant on the application's behalf: everyone else in the room gets
+    /// `participantLeft` with `kicked`, and the participant's own connection, on whichever pod
+    /// holds it, is told to close with 4002 ([`StoreEvent::Removed`]). Its entry, mailbox and
+    /// resume token go with it, so it cannot resume. `false` if it was not in the room.
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>>;
+
+    /// Ends the call: every participant gets `participantLeft` with `room_deleted` for each of
+    /// the others and is told to close with 4003, and all of the room's state is removed, so
+    /// nothing can be resumed. Returns how many participants were removed.
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>>;
+
+    /// Every room with live participants and how many it has, ordered by room id.
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>>;
+
+    /// Prunes the rooms nobody has refreshed for most of a TTL (every participant's pod
+    /// died), up to [`sweep_lead`] early, so their expiry is announced and reported even with
+    /// no one left to notice. The server calls it every second.
+    fn sweep(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Reports every [`RoomFact`] to `sink` from now on: each exactly once, from the store
+    /// operation that made it happen. Without a sink, facts are not collected.
+    fn report_facts(&self, sink: FactSink);
 }
 
 /// The part of a relayed message before its `"seq":0}` placeholder, which the store replaces
@@ -497,6 +594,35 @@ impl<S: RoomStore + ?Sized> RoomStore for Arc<S> {
     fn heartbeat<'a>(&'a self, pod: &'a str, ttl: Duration) -> BoxFuture<'a, Result<()>> {
         (**self).heartbeat(pod, ttl)
     }
+
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
+        (**self).kick(room, id)
+    }
+
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
+        (**self).end_room(room)
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
+        (**self).rooms()
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<()>> {
+        (**self).sweep()
+    }
+
+    fn report_facts(&self, sink: FactSink) {
+        (**self).report_facts(sink)
+    }
+}
+
+/// How far ahead of its last deadline an abandoned room is swept: a third of the TTL (a live
+/// participant refreshes that often, so a live room's latest deadline is always further
+/// away), at most 2 s. An abandoned room's participants so lose at most that much of their
+/// resume window; the sweep must run before Redis expires the room's keys, or nothing would
+/// be left to report.
+pub fn sweep_lead(ttl: Duration) -> Duration {
+    (ttl / 3).min(Duration::from_secs(2))
 }
 
 /// Checks a participant TTL both backends can honour: at least a millisecond (the Redis
@@ -524,6 +650,7 @@ mod tests {
             name: None,
             pod: "signaling-0".to_owned(),
             resume: None,
+            joined_at: None,
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert_eq!(json, r#"{"id":"p1","user":"alice","pod":"signaling-0"}"#);

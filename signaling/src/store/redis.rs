@@ -11,7 +11,7 @@
 use std::io;
 use std::time::Duration;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -25,10 +25,12 @@ use tokio::sync::mpsc;
 
 use super::subscriber::{Subscriber, channel};
 use super::{
-    DEFAULT_MAILBOX_LEN, JoinOutcome, ParticipantEntry, Result, ResumeRefusal, ResumeRequest,
-    Resumed, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix, split_payload,
+    DEFAULT_MAILBOX_LEN, FactSink, JoinOutcome, ParticipantEntry, Result, ResumeRefusal,
+    ResumeRequest, Resumed, RoomFact, RoomStore, StoreError, StoreEvent, check_ttl, relay_prefix,
+    split_payload, sweep_lead,
 };
 use crate::ids::{ParticipantId, RoomId};
+use crate::protocol::LeaveReason;
 
 /// How long one operation may take, connecting included, before it counts as unavailable.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +50,8 @@ pub struct RedisStore<C = ConnectionManager> {
     /// Absent when built from a bare connection (state only, no message link).
     subscriber: Option<Subscriber>,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
+    /// Where room facts go (webhooks), once someone asked for them.
+    facts: OnceLock<FactSink>,
 }
 
 /// Which publish command the scripts use.
@@ -157,6 +161,7 @@ where
             mailbox_len: DEFAULT_MAILBOX_LEN,
             subscriber: None,
             events: Mutex::new(None),
+            facts: OnceLock::new(),
         })
     }
 
@@ -171,8 +176,30 @@ where
         Ok(self)
     }
 
-    /// Runs `script` on `room`'s keys, bounded by the timeout.
+    /// Runs a script that reports room facts ([`WRAP_END`]) on `room`'s keys, bounded by the
+    /// timeout; reports the facts and returns the script's own result.
     async fn run<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        args: &[&str],
+    ) -> Result<T> {
+        let (facts, result): (Vec<String>, T) = self.run_plain(script, room, args).await?;
+        if let Some(sink) = self.facts.get() {
+            for text in &facts {
+                match parse_fact(text) {
+                    Some(fact) => sink.report(room, fact),
+                    None => {
+                        tracing::warn!(room = %room.as_str(), fact = %text, "a room fact from Redis cannot be read")
+                    }
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs `script` on `room`'s keys, bounded by the timeout.
+    async fn run_plain<T: FromRedisValue>(
         &self,
         script: &Script,
         room: &RoomId,
@@ -190,9 +217,40 @@ where
         bounded(self.timeout, invocation.invoke_async(&mut connection)).await
     }
 
+    /// Notes in the `sb:rooms` index that `room` has a participant until one TTL from now.
+    /// Best effort: the index only serves listings, and a room missing from it still works.
+    async fn index_room(&self, room: &RoomId) {
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let lead = u64::try_from(sweep_lead(self.ttl).as_millis()).unwrap_or(0);
+        // Scored by when a sweep may look at it: the deadline less the sweep lead.
+        let sweep_at = unix_ms().saturating_add(ttl - lead).to_string();
+        let mut index = self.scripts.index.prepare_invoke();
+        index
+            .key(ROOM_INDEX)
+            .arg(room.as_str())
+            .arg(&sweep_at)
+            .arg(ttl.saturating_mul(2).to_string());
+        let mut connection = self.connection.clone();
+        let indexed: Result<i64> = bounded(self.timeout, index.invoke_async(&mut connection)).await;
+        if let Err(error) = indexed {
+            tracing::debug!(%error, room = %room.as_str(), "cannot index the room");
+        }
+    }
+
     fn ttl_ms(&self) -> String {
         self.ttl.as_millis().to_string()
     }
+}
+
+/// The index of rooms for the server API (see the layout on the module).
+const ROOM_INDEX: &str = "sb:rooms";
+
+/// Now, in unix milliseconds (this pod's clock: the index only needs it roughly).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// A room's keys in the order the scripts expect them: participants, users, expiry, seq.
@@ -301,6 +359,7 @@ where
             if status != "ok" {
                 return Err(StoreError::RoomFull { max });
             }
+            self.index_room(room).await;
             let replaced = if replaced.is_empty() {
                 None
             } else {
@@ -334,7 +393,11 @@ where
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = [id.as_str(), &self.ttl_ms()];
-            self.run(&self.scripts.refresh, room, &args).await
+            let alive: bool = self.run(&self.scripts.refresh, room, &args).await?;
+            if alive {
+                self.index_room(room).await;
+            }
+            Ok(alive)
         })
     }
 
@@ -352,7 +415,7 @@ where
             let prefix = relay_prefix(message)?;
             let len = self.mailbox_len.to_string();
             let seq: u64 = self
-                .run(&self.scripts.relay, room, &[to.as_str(), prefix, &len])
+                .run_plain(&self.scripts.relay, room, &[to.as_str(), prefix, &len])
                 .await?;
             Ok((seq > 0).then_some(seq))
         })
@@ -374,7 +437,9 @@ where
                 &self.ttl_ms(),
             ];
             let reply: Vec<redis::Value> = self.run(&self.scripts.resume, room, &args).await?;
-            decode_resume(room, request.last_seq, reply)
+            let resumed = decode_resume(room, request.last_seq, reply)?;
+            self.index_room(room).await;
+            Ok(resumed)
         })
     }
 
@@ -398,7 +463,11 @@ where
                 announcement.as_str(),
                 window.as_str(),
             ];
-            self.run(&self.scripts.restore, room, &args).await
+            let restored: bool = self.run(&self.scripts.restore, room, &args).await?;
+            if restored {
+                self.index_room(room).await;
+            }
+            Ok(restored)
         })
     }
 
@@ -487,6 +556,119 @@ where
             bounded(self.timeout, set.exec_async(&mut connection)).await
         })
     }
+
+    fn kick<'a>(&'a self, room: &'a RoomId, id: &'a ParticipantId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { self.run(&self.scripts.kick, room, &[id.as_str()]).await })
+    }
+
+    fn end_room<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(async move {
+            let removed = self.run(&self.scripts.end, room, &[]).await?;
+            let mut connection = self.connection.clone();
+            let mut unindex = redis::cmd("ZREM");
+            unindex.arg(ROOM_INDEX).arg(room.as_str());
+            if let Err(error) = bounded(self.timeout, unindex.exec_async(&mut connection)).await {
+                tracing::debug!(%error, room = %room.as_str(), "cannot drop the room from the index");
+            }
+            Ok(removed)
+        })
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<(RoomId, u32)>>> {
+        Box::pin(self.list_rooms())
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.sweep_rooms())
+    }
+
+    fn report_facts(&self, sink: FactSink) {
+        if self.facts.set(sink).is_err() {
+            tracing::warn!("room facts already go elsewhere; the new sink is ignored");
+        }
+    }
+}
+
+impl<C> RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    async fn list_rooms(&self) -> Result<Vec<(RoomId, u32)>> {
+        let mut connection = self.connection.clone();
+        let mut range = redis::cmd("ZRANGE");
+        range.arg(ROOM_INDEX).arg(0).arg(-1);
+        let indexed: Vec<String> =
+            bounded(self.timeout, range.query_async(&mut connection)).await?;
+        let mut rooms = Vec::new();
+        for name in indexed {
+            let Ok(room) = RoomId::parse(&name) else {
+                tracing::warn!(room = %name, "the room index holds an invalid room id");
+                continue;
+            };
+            // The index may still name a room everyone has left; the count is the truth.
+            let count = self.count(&room).await?;
+            if count > 0 {
+                rooms.push((room, count));
+            }
+        }
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    /// Prunes each indexed room whose latest deadline is within the sweep lead (no one
+    /// refreshed it for most of a TTL: its pods died), before Redis expires its keys, which
+    /// announces and reports the expiries; then drops it from the index unless a join
+    /// re-scored it meanwhile. Any pod may do it; the prune is atomic, so each expiry is
+    /// reported once.
+    async fn sweep_rooms(&self) -> Result<()> {
+        let lead = u64::try_from(sweep_lead(self.ttl).as_millis()).unwrap_or(0);
+        let mut connection = self.connection.clone();
+        let mut range = redis::cmd("ZRANGEBYSCORE");
+        range
+            .arg(ROOM_INDEX)
+            .arg("-inf")
+            .arg(unix_ms())
+            .arg("WITHSCORES");
+        let due: Vec<(String, String)> =
+            bounded(self.timeout, range.query_async(&mut connection)).await?;
+        let lead = lead.to_string();
+        for (name, score) in due {
+            if let Ok(room) = RoomId::parse(&name) {
+                let left: u32 = self.run(&self.scripts.sweep, &room, &[&lead]).await?;
+                if left > 0 {
+                    continue;
+                }
+            }
+            let mut unindex = self.scripts.unindex.prepare_invoke();
+            unindex.key(ROOM_INDEX).arg(&name).arg(&score);
+            let _: i64 = bounded(self.timeout, unindex.invoke_async(&mut connection)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a fact a script reported: `"<kind> <reason> <entry JSON>"`.
+fn parse_fact(text: &str) -> Option<RoomFact> {
+    let mut parts = text.splitn(3, ' ');
+    let (kind, reason, json) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+    let entry = || serde_json::from_str::<ParticipantEntry>(json).ok();
+    Some(match kind {
+        "started" => RoomFact::Started,
+        "finished" => RoomFact::Finished,
+        "joined" => RoomFact::Joined(entry()?),
+        "lost" => RoomFact::ConnectionLost(entry()?),
+        "left" => {
+            let reason = match reason {
+                "left" => LeaveReason::Left,
+                "kicked" => LeaveReason::Kicked,
+                "duplicate_identity" => LeaveReason::DuplicateIdentity,
+                "room_deleted" => LeaveReason::RoomDeleted,
+                _ => return None,
+            };
+            RoomFact::Left(entry()?, reason)
+        }
+        _ => return None,
+    })
 }
 
 /// Reads the resume script's reply: `{'ok', entry, seq, entries, missed}` or a refusal.
@@ -552,6 +734,13 @@ struct Scripts {
     restore: Script,
     missed: Script,
     rebuilding: Script,
+    kick: Script,
+    end: Script,
+    /// Adds a room's deadline to the `sb:rooms` index.
+    index: Script,
+    /// Drops a room from the index if its score is still the one read.
+    unindex: Script,
+    sweep: Script,
 }
 
 impl Scripts {
@@ -560,19 +749,32 @@ impl Scripts {
             PubSubMode::Classic => "PUBLISH",
             PubSubMode::Sharded => "SPUBLISH",
         };
-        let script =
-            |body: &str| Script::new(&format!("local PUBLISH = '{publish}'\n{PRELUDE}\n{body}"));
+        // Every script but the relay reports room facts: its body runs as a function, and
+        // WRAP_END adds `started`/`finished` and returns {facts, result}.
+        let reporting = |body: &str, starts: bool| {
+            Script::new(&format!(
+                "local PUBLISH = '{publish}'\nlocal STARTS = {starts}\n{PRELUDE}\n\
+                 local BEFORE = redis.call('HLEN', KEYS[1])\n\
+                 local function body()\n{body}\nend\n{WRAP_END}"
+            ))
+        };
+        let script = |body: &str| reporting(body, false);
         Scripts {
-            join: script(JOIN),
+            join: reporting(JOIN, true),
             leave: script(LEAVE),
             participants: script(PARTICIPANTS),
             refresh: script(REFRESH),
             count: script(COUNT),
-            relay: script(RELAY),
+            relay: Script::new(&format!("local PUBLISH = '{publish}'\n{PRELUDE}\n{RELAY}")),
             resume: script(RESUME),
             restore: script(RESTORE),
             missed: script(MISSED),
             rebuilding: script(REBUILDING),
+            kick: script(KICK),
+            end: script(END),
+            index: Script::new(INDEX),
+            unindex: Script::new(UNINDEX),
+            sweep: script(SWEEP),
         }
     }
 }
@@ -583,6 +785,16 @@ impl Scripts {
 /// `PUBLISH` is defined before this: `PUBLISH` or `SPUBLISH`.
 const PRELUDE: &str = r#"
 local ROOM = string.sub(KEYS[1], 1, #KEYS[1] - #':participants')
+
+-- Room facts for webhooks, as '<kind> <reason> <entry JSON>', returned with the result.
+local FACTS = {}
+-- The room's size after the prune, and how many facts the prune reported.
+local AFTER_PRUNE = false
+local PRUNE_END = 0
+
+local function fact(kind, reason, json)
+  table.insert(FACTS, kind .. ' ' .. reason .. ' ' .. json)
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -635,13 +847,17 @@ end
 local function prune(now)
   local gone = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-    if forget(id) then
+    local json = forget(id)
+    if json then
       table.insert(gone, id)
+      fact('lost', '-', json)
     end
   end
   for _, id in ipairs(gone) do
     announce(left(id, 'connection_lost'))
   end
+  AFTER_PRUNE = redis.call('HLEN', KEYS[1])
+  PRUNE_END = #FACTS
 end
 
 -- Makes the room's keys expire with its latest deadline, so an abandoned room leaves nothing
@@ -687,6 +903,7 @@ local replaced = ''
 if previous then
   replaced = forget(previous) or ''
   if replaced ~= '' then
+    fact('left', 'duplicate_identity', replaced)
     if ARGV[7] ~= '' then
       publish(previous, 'replaced ' .. ARGV[7])
     end
@@ -695,6 +912,7 @@ if previous then
 end
 if not forget(id) then
   announce(ARGV[6])
+  fact('joined', '-', ARGV[3])
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('HSET', KEYS[2], user, id)
@@ -711,6 +929,7 @@ local gone = forget(ARGV[1])
 expire_keys(now)
 if gone then
   announce(left(ARGV[1], 'left'))
+  fact('left', 'left', gone)
   return 1
 end
 return 0
@@ -873,6 +1092,94 @@ end
 return redis.call('EXISTS', ROOM .. ':rebuilding')
 "#;
 
+/// ARGV: participant id. Returns 1 if it was there: the others hear `kicked`, and its own
+/// connection is told to close (`removed kicked`).
+const KICK: &str = r#"
+local now = now_ms()
+prune(now)
+local gone = forget(ARGV[1])
+expire_keys(now)
+if gone then
+  announce(left(ARGV[1], 'kicked'))
+  publish(ARGV[1], 'removed kicked')
+  fact('left', 'kicked', gone)
+  return 1
+end
+return 0
+"#;
+
+/// Removes the whole room. Every participant hears `room_deleted` for each of the others, then
+/// its connection is told to close (`removed room_deleted`). Returns how many were removed.
+const END: &str = r#"
+prune(now_ms())
+local ids = redis.call('HKEYS', KEYS[1])
+for _, id in ipairs(ids) do
+  announce(left(id, 'room_deleted'), id)
+end
+for _, id in ipairs(ids) do
+  publish(id, 'removed room_deleted')
+  fact('left', 'room_deleted', redis.call('HGET', KEYS[1], id))
+  redis.call('DEL', mailbox(id))
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return #ids
+"#;
+
+/// ARGV: the sweep lead in ms. When every deadline in the room is within the lead (the room
+/// is abandoned: a live participant refreshes every third of a TTL), prunes them all now,
+/// before Redis expires the keys; otherwise prunes as usual. Returns the participants left.
+const SWEEP: &str = r#"
+local now = now_ms()
+local lead = tonumber(ARGV[1])
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) <= now + lead then
+  prune(now + lead)
+else
+  prune(now)
+end
+return redis.call('HLEN', KEYS[1])
+"#;
+
+/// The end of every fact-reporting script: runs the body, adds `finished` when the room
+/// became empty (by the prune, or by the body) and `started` when a join made an empty room
+/// non-empty (after the prune's facts, before the body's), and returns {facts, result}.
+const WRAP_END: &str = r#"
+local result = body()
+local after = redis.call('HLEN', KEYS[1])
+local pruned = AFTER_PRUNE or BEFORE
+local at = PRUNE_END
+if BEFORE > 0 and pruned == 0 then
+  table.insert(FACTS, at + 1, 'finished - ')
+  at = at + 1
+end
+if STARTS and pruned == 0 and after > 0 then
+  table.insert(FACTS, at + 1, 'started - ')
+end
+if pruned > 0 and after == 0 then
+  table.insert(FACTS, 'finished - ')
+end
+return {FACTS, result}
+"#;
+
+/// KEYS: the room index. ARGV: room, the score read. Drops the room only if no join has
+/// re-scored it since it was read.
+const UNINDEX: &str = r#"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"#;
+
+/// KEYS: the room index. ARGV: room, when it may be swept (unix ms), the index's lifetime in
+/// ms (two TTLs). Keeps the later of the two times (`GT`, Redis 6.2), and the index's own
+/// expiry more than a TTL past the latest deadline in it: long enough for a sweep to find the
+/// abandoned rooms, and then it disappears with the last room.
+const INDEX: &str = r#"
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -912,6 +1219,28 @@ mod tests {
             "script error",
         ));
         assert!(matches!(classify(script), StoreError::Backend(_)));
+    }
+
+    /// Facts from the scripts read back as the store reports them; anything else is refused
+    /// rather than guessed at.
+    #[test]
+    fn facts_are_read_back() {
+        let json = r#"{"id":"p1","user":"alice","pod":"pod-a"}"#;
+        assert_eq!(parse_fact("started - "), Some(RoomFact::Started));
+        assert_eq!(parse_fact("finished - "), Some(RoomFact::Finished));
+        let Some(RoomFact::Left(entry, LeaveReason::Kicked)) =
+            parse_fact(&format!("left kicked {json}"))
+        else {
+            panic!("a kick")
+        };
+        assert_eq!(entry.user.as_str(), "alice");
+        assert!(matches!(
+            parse_fact(&format!("lost - {json}")),
+            Some(RoomFact::ConnectionLost(_))
+        ));
+        assert_eq!(parse_fact(&format!("left exploded {json}")), None);
+        assert_eq!(parse_fact("joined - {not json"), None);
+        assert_eq!(parse_fact("teleported - "), None);
     }
 
     /// A call that never answers is cut off at the timeout as unavailable.

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, StoreEvent, split_payload};
 use crate::ids::{ParticipantId, RoomId};
-use crate::protocol::ResumeToken;
+use crate::protocol::{LeaveReason, ResumeToken};
 
 /// Subscriptions sent per SUBSCRIBE when re-subscribing after a reconnect.
 const RESUBSCRIBE_BATCH: usize = 512;
@@ -347,6 +347,17 @@ fn decode(data: Vec<Value>) -> Option<StoreEvent> {
         let by = ResumeToken::parse(by).ok()?;
         return Some(StoreEvent::Replaced { room, to, by });
     }
+    if let Some(reason) = payload.strip_prefix("removed ") {
+        let reason = match reason {
+            "kicked" => LeaveReason::Kicked,
+            "room_deleted" => LeaveReason::RoomDeleted,
+            _ => {
+                tracing::warn!(%channel, "unknown removal reason");
+                return None;
+            }
+        };
+        return Some(StoreEvent::Removed { room, to, reason });
+    }
     let Some((seq, text)) = split_payload(&payload) else {
         tracing::warn!(%channel, "malformed message payload");
         return None;
@@ -391,6 +402,29 @@ mod tests {
         );
         let replaced = decode(vec![bulk("sb:room:{r}:to:p1"), bulk("replaced rt1.abc")]);
         assert!(matches!(replaced, Some(StoreEvent::Replaced { .. })));
+        let kicked = decode(vec![bulk("sb:room:{r}:to:p1"), bulk("removed kicked")]);
+        assert!(matches!(
+            kicked,
+            Some(StoreEvent::Removed {
+                reason: LeaveReason::Kicked,
+                ..
+            })
+        ));
+        let ended = decode(vec![
+            bulk("sb:room:{r}:to:p1"),
+            bulk("removed room_deleted"),
+        ]);
+        assert!(matches!(
+            ended,
+            Some(StoreEvent::Removed {
+                reason: LeaveReason::RoomDeleted,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode(vec![bulk("sb:room:{r}:to:p1"), bulk("removed nothing")]),
+            None
+        );
         assert_eq!(
             decode(vec![bulk("sb:room:{r}:to:p1"), bulk("garbage")]),
             None
