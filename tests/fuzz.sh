@@ -23,7 +23,10 @@ fi
 # (sancov) and libFuzzer work on stable. The code is safe Rust (`unsafe_code` is forbidden),
 # so AddressSanitizer would add little; what a target checks is panics and its assertions.
 fuzz=(fuzz)
-flags=(-s none --fuzz-dir fuzz)
+# The instrumented build (about 10 CPU-minutes cold) is kept in the test cache, like the
+# control plane, so runs from a fresh clone reuse it; cargo rebuilds what changed.
+target_dir=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}/fuzz-target
+flags=(-s none --fuzz-dir fuzz --target-dir "$target_dir")
 cargo +stable "${fuzz[@]}" build "${flags[@]}"
 status=0
 for target in "${targets[@]}"; do
