@@ -61,8 +61,13 @@ async fn the_documented_protocol_is_what_the_server_speaks() {
     let redis_url = format!("--redis-url={}", redis.url());
     // Two keys, so a token without `kid` is `missing_kid`; short timeouts so 4004 and 4005
     // come within the test's time; a room limit of 2 for `room_full`.
+    // The server API (docs/api.md) for the rows only the application's backend causes:
+    // 4002 `kicked` and 4003 `room_deleted`.
+    let admin_port = switchboard_tests::free_port().unwrap();
+    let admin_addr = format!("--admin-addr=127.0.0.1:{admin_port}");
     let main = SignalingProcess::start(&[
         &redis_url,
+        &admin_addr,
         "--jwt-hs256=second=another-secret-of-at-least-32-bytes",
         "--join-timeout=2s",
         "--idle-timeout=1500ms",
@@ -100,6 +105,7 @@ async fn the_documented_protocol_is_what_the_server_speaks() {
         "kid": TEST_KID,
         "main": main.ws_url(),
         "main_http": main.http_url(),
+        "admin_http": format!("http://127.0.0.1:{admin_port}"),
         "flood": flood.ws_url(),
         "flood_issuer": FLOOD_ISSUER,
         "slow": slow.ws_url(),
