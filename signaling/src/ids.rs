@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use switchboard_crds::validation::REGION_MAX_LEN;
@@ -380,6 +381,21 @@ impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Region({:?})", self.0)
     }
+}
+
+/// `bytes` random bytes as lowercase hex, for ids that must not collide (participant ids,
+/// resume tokens, webhook event ids). Not for secrets: when the OS random source fails it
+/// falls back to the clock in nanoseconds, which keeps ids unique per process.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("{nanos:032x}");
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

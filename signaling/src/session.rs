@@ -30,20 +30,6 @@ use crate::rooms::{ResolveError, SfuRoute};
 use crate::state::AppState;
 use crate::store::{ParticipantEntry, REBUILD_WINDOW, ResumeRequest, StoreError};
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // The OS RNG failing is not recoverable in a meaningful way; fall back to the clock so
-        // ids stay unique per process even then.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return format!("{nanos:032x}");
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn close_message(code: CloseCode) -> Message {
     Message::Close(Some(CloseFrame {
         code: code.code(),
@@ -73,7 +59,12 @@ impl Joined {
 /// A fresh resume token for participant `id`. The id rides in the token so a reconnecting
 /// client can be subscribed to its channel before the store checks the token.
 fn new_resume_token(id: &ParticipantId) -> Option<ResumeToken> {
-    ResumeToken::parse(&format!("rt1.{}.{}", random_hex(16), id.as_str())).ok()
+    ResumeToken::parse(&format!(
+        "rt1.{}.{}",
+        crate::ids::random_hex(16),
+        id.as_str()
+    ))
+    .ok()
 }
 
 /// The participant a resume token names.
@@ -158,7 +149,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
                 msg_ref.clone(),
             )
         })?,
-        None => ParticipantId::parse(&format!("p-{}", random_hex(8)))
+        None => ParticipantId::parse(&format!("p-{}", crate::ids::random_hex(8)))
             .map_err(|_| Refused::new(ErrorCode::Internal, "cannot make a participant id", None))?,
     };
     let internal = || Refused::new(ErrorCode::Internal, "cannot make a resume token", None);

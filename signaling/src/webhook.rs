@@ -136,7 +136,7 @@ impl Event {
             }
         };
         Event {
-            id: format!("ev-{}", random_hex(16)),
+            id: format!("ev-{}", crate::ids::random_hex(16)),
             event,
             created_at: now_ms,
             room: room.clone(),
@@ -372,19 +372,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // Unique enough per process when the OS RNG fails: the clock in nanoseconds.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return format!("{nanos:032x}");
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

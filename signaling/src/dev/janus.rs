@@ -16,6 +16,7 @@ use switchboard_sfu::janus_config::LocalJanus;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
+use super::random_secret;
 use crate::config::LocalJanusArgs;
 use crate::rooms::{FixedJanus, FixedNode};
 
@@ -75,6 +76,11 @@ pub struct RunningJanus {
     _folder: TempDir,
 }
 
+/// A fresh secret for Janus's configuration.
+fn secret() -> Result<String, LocalJanusError> {
+    random_secret().map_err(LocalJanusError::Secret)
+}
+
 impl RunningJanus {
     /// Writes the configuration and starts Janus, returning once its transports accept
     /// connections.
@@ -95,9 +101,9 @@ impl RunningJanus {
             ws_port: free_port(ip)?,
             rtp_ports: args.janus_rtp_ports.clone(),
             session_timeout_secs: 60,
-            token_secret: random_hex()?,
-            admin_secret: random_hex()?,
-            room_admin_key: random_hex()?,
+            token_secret: secret()?,
+            admin_secret: secret()?,
+            room_admin_key: secret()?,
         };
         for (name, text) in config.files() {
             let path = folder.path().join(name);
@@ -217,11 +223,4 @@ fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, LocalJanusError> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|source| LocalJanusError::Port { ip, source })
-}
-
-/// 32 random bytes as hex: secrets that fit in a `.jcfg` string.
-fn random_hex() -> Result<String, LocalJanusError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| LocalJanusError::Secret(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -29,6 +29,14 @@ pub enum DevError {
     JanusExited(String),
 }
 
+/// 32 random bytes as hex: a secret that fits anywhere text does (the signing key, Janus's
+/// `.jcfg` strings). Fails rather than fall back: a guessable secret is worse than none.
+fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Runs dev mode until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
     let mut nodes = Vec::new();
@@ -48,9 +56,7 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     for node in placement.nodes() {
         tracing::info!(node = %node.name, url = %node.url, region = %node.region, "SFU node");
     }
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| DevError::Key(e.to_string()))?;
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = random_secret().map_err(DevError::Key)?;
     let signer = Hs256Signer::new(Some("dev"), secret.as_bytes())
         .map_err(|e| DevError::Key(e.to_string()))?;
     let serve = ServeArgs {
