@@ -173,14 +173,15 @@ pub struct WebhookArgs {
     #[arg(
         long = "webhook-queue",
         env = "SWITCHBOARD_WEBHOOK_QUEUE",
-        default_value_t = 4096
+        default_value_t = 4096,
+        value_parser = bounded::number::<usize>(1, 1_000_000)
     )]
     pub webhook_queue: usize,
     /// How long an event is retried (backoff from 250 ms to 5 s) before it is dropped.
-    #[arg(long = "webhook-retry-for", env = "SWITCHBOARD_WEBHOOK_RETRY_FOR", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long = "webhook-retry-for", env = "SWITCHBOARD_WEBHOOK_RETRY_FOR", default_value = "60s", value_parser = bounded::duration(secs(1), secs(DAY)))]
     pub webhook_retry_for: Duration,
     /// How long one delivery attempt may take.
-    #[arg(long = "webhook-timeout", env = "SWITCHBOARD_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long = "webhook-timeout", env = "SWITCHBOARD_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = bounded::duration(ms(100), secs(60)))]
     pub webhook_timeout: Duration,
 }
 

@@ -42,6 +42,9 @@ const SIGNALING: &[(&str, &str, &str)] = &[
         "between 1 and 100000",
     ),
     ("--mailbox-len", "0", "between 1 and 100000"),
+    ("--webhook-queue", "0", "between 1 and 1000000"),
+    ("--webhook-retry-for", "0s", "between 1s and 1day"),
+    ("--webhook-timeout", "0s", "between 100ms and 1m"),
 ];
 
 const OPERATOR: &[(&str, &str, &str)] = &[
@@ -160,11 +163,16 @@ fn help_options(args: &[&str]) -> BTreeSet<String> {
 }
 
 /// Proves `docs/operations.md` (and `docs/turn.md` for the operator's TURN rotation) lists
-/// exactly the options each binary's `--help` shows: none missing, none that does not exist.
+/// exactly the options each binary's `--help` shows: none missing, none that does not exist;
+/// likewise dev mode's `--janus` options.
 #[test]
 fn the_options_tables_match_the_binaries() {
     let operations = documented_options("operations.md");
-    assert_eq!(operations.len(), 2, "an operator and a signaling table");
+    assert_eq!(
+        operations.len(),
+        3,
+        "an operator, a signaling and a `dev --janus` table"
+    );
     let turn = documented_options("turn.md");
     let operator_docs: BTreeSet<String> = operations[0]
         .iter()
@@ -181,5 +189,13 @@ fn the_options_tables_match_the_binaries() {
         help_options(&["switchboard-signaling", "serve"]),
         operations[1],
         "switchboard-signaling serve --help vs docs/operations.md"
+    );
+    let janus: BTreeSet<String> = help_options(&["switchboard-signaling", "dev"])
+        .into_iter()
+        .filter(|option| option.starts_with("--janus"))
+        .collect();
+    assert_eq!(
+        janus, operations[2],
+        "switchboard-signaling dev --help (--janus*) vs docs/operations.md"
     );
 }
