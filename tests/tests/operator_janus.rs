@@ -70,6 +70,7 @@ async fn placed_on(rooms: &Api<Room>, name: &str, node: &str) -> Room {
 /// refuses new sessions is not Schedulable.
 #[tokio::test(flavor = "multi_thread")]
 async fn rooms_live_on_exactly_their_janus_node() {
+    switchboard_tests::require!(ControlPlane, Janus);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let client = cp.client().await.unwrap();
@@ -205,6 +206,7 @@ async fn rooms_live_on_exactly_their_janus_node() {
 /// two nodes once the move is written; then the node goes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_janus_node_is_drained_without_leaving_a_copy() {
+    switchboard_tests::require!(ControlPlane, Janus);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let client = cp.client().await.unwrap();

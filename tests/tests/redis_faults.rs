@@ -590,7 +590,7 @@ async fn a_paused_redis_loses_nothing() {
 /// the other pods' clients notice nothing.
 #[tokio::test]
 async fn a_partition_between_one_pod_and_redis_loses_nothing() {
-    switchboard_tests::require!(Redis);
+    switchboard_tests::require!(Redis, NetworkNamespace);
     let ns = NetNamespace::create().unwrap();
     let redis =
         RedisServer::start_bound(switchboard_tests::free_port().unwrap(), &[ns.outer()]).unwrap();

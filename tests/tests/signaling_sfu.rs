@@ -133,6 +133,7 @@ fn assert_sfu(sfu: &Value, node: &str, room: &str, generation: u64, secret: &str
 /// node's token; `sfuRefresh` comes before the token expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn janus_rooms_get_tokens_moves_and_refreshes() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let client = cp.client().await.unwrap();
@@ -213,6 +214,7 @@ async fn janus_rooms_get_tokens_moves_and_refreshes() {
 /// that credentials that cannot be read give `internal` with no Secret name in the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unprovisioned_rooms_and_missing_credentials_are_refused() {
+    switchboard_tests::require!(ControlPlane);
     let cp = ControlPlane::start().await.unwrap();
     cp.create_namespace(NS).await.unwrap();
     let client = cp.client().await.unwrap();
