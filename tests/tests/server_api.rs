@@ -238,6 +238,31 @@ async fn the_api_refuses_what_is_not_an_admin_token() {
     // The API is not on the public listener.
     let (status, _) = switchboard_tests::http::get(a.port(), "/v1/rooms").unwrap();
     assert_eq!(status, 404);
+
+    // A room id outside the id charset: 400 `bad_request`.
+    let api = AdminClient::new(&api_a, &admin_token).unwrap();
+    match api.participants("bad~room").await {
+        Err(AdminClientError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (400, "bad_request"));
+        }
+        other => panic!("bad_request: expected a refusal, got {other:?}"),
+    }
+    // The room state gone: 503 `unavailable`, at once and not a hang.
+    drop(redis);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match api.rooms().await {
+            Err(AdminClientError::Refused { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (503, "unavailable"));
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "unavailable: expected a refusal within 10 s, got {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Proves the `room` CLI commands drive the API: list, participants, kick and end, with the
