@@ -46,6 +46,7 @@ where
         expiry(make(SHORT_TTL).await),
         refresh_keeps_alive(make(SHORT_TTL).await),
         relay_reaches_the_target_in_order(make(LONG_TTL).await),
+        concurrent_relays_across_rooms(make(LONG_TTL).await),
         presence_is_announced(make(LONG_TTL).await),
         expiry_is_announced(make(SHORT_TTL).await),
         resume_replays_what_was_missed(make(LONG_TTL).await),
@@ -512,6 +513,62 @@ pub async fn relay_reaches_the_target_in_order(store: impl RoomStore) {
         .await
         .unwrap();
     expect_quiet(&mut events).await;
+}
+
+/// Many rooms relaying at once (as a busy pod does, which the Redis store sends in batches):
+/// each target gets its own messages once, numbered from 1 without gaps and in its sender's
+/// order, in the mailbox too, while relays to participants who are not in the room get `None`
+/// in between.
+pub async fn concurrent_relays_across_rooms(store: impl RoomStore) {
+    const ROOMS: usize = 8;
+    const MESSAGES: u64 = 20;
+    let mut events = store.events().expect("first events() call");
+    let rooms: Vec<RoomId> = (0..ROOMS).map(|_| room("batch")).collect();
+    for (i, room) in rooms.iter().enumerate() {
+        store.join(room, entry("p-a", "alice"), 10).await.unwrap();
+        let target = format!("p-t{i}");
+        store.join(room, entry(&target, "bob"), 10).await.unwrap();
+        store.listen(room, &pid(&target)).await.unwrap();
+    }
+    // Each room's sender relays one message at a time, as a connection does; the rooms run
+    // concurrently, so their relays are in flight together.
+    let senders = rooms.iter().enumerate().map(|(i, room)| {
+        let store = &store;
+        async move {
+            let target = pid(&format!("p-t{i}"));
+            // A target of the next room: a participant id, but not of this room.
+            let stranger = pid(&format!("p-t{}", (i + 1) % ROOMS));
+            for n in 1..=MESSAGES {
+                let sdp = format!("v=0 r{i} n={n}");
+                let seq = store.relay(room, &target, &offer("p-a", &sdp)).await.unwrap();
+                assert_eq!(seq, Some(n), "room {i}, message {n}");
+                if n % 5 == 0 {
+                    let refused = store.relay(room, &stranger, &offer("p-a", "v=0")).await;
+                    assert_eq!(refused.unwrap(), None, "room {i}: another room's participant");
+                }
+            }
+        }
+    });
+    futures::future::join_all(senders).await;
+    let mut next = vec![1u64; ROOMS];
+    for _ in 0..ROOMS as u64 * MESSAGES {
+        match next_event(&mut events).await {
+            StoreEvent::Message { room, to, seq, text } => {
+                let i: usize = to.as_str()["p-t".len()..].parse().unwrap();
+                assert_eq!(room, rooms[i], "{text} reached the target's own room");
+                assert_eq!(seq, next[i], "{text}: seq without gaps, in order");
+                assert!(text.contains(&format!("v=0 r{i} n={seq}")), "{text} carries seq {seq}");
+                next[i] += 1;
+            }
+            other => panic!("expected a relayed message, got {other:?}"),
+        }
+    }
+    expect_quiet(&mut events).await;
+    for (i, room) in rooms.iter().enumerate() {
+        let kept = store.missed(room, &pid(&format!("p-t{i}")), 0).await.unwrap();
+        let seqs: Vec<u64> = kept.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=MESSAGES).collect::<Vec<_>>(), "room {i}'s mailbox");
+    }
 }
 
 /// Joins, leaves and replacements are announced to the others (not to the subject), with the
