@@ -540,24 +540,39 @@ pub async fn concurrent_relays_across_rooms(store: impl RoomStore) {
             let stranger = pid(&format!("p-t{}", (i + 1) % ROOMS));
             for n in 1..=MESSAGES {
                 let sdp = format!("v=0 r{i} n={n}");
-                let seq = store.relay(room, &target, &offer("p-a", &sdp)).await.unwrap();
+                let seq = store
+                    .relay(room, &target, &offer("p-a", &sdp))
+                    .await
+                    .unwrap();
                 assert_eq!(seq, Some(n), "room {i}, message {n}");
                 if n % 5 == 0 {
                     let refused = store.relay(room, &stranger, &offer("p-a", "v=0")).await;
-                    assert_eq!(refused.unwrap(), None, "room {i}: another room's participant");
+                    assert_eq!(
+                        refused.unwrap(),
+                        None,
+                        "room {i}: another room's participant"
+                    );
                 }
             }
         }
     });
     futures::future::join_all(senders).await;
-    let mut next = vec![1u64; ROOMS];
+    let mut next = [1u64; ROOMS];
     for _ in 0..ROOMS as u64 * MESSAGES {
         match next_event(&mut events).await {
-            StoreEvent::Message { room, to, seq, text } => {
+            StoreEvent::Message {
+                room,
+                to,
+                seq,
+                text,
+            } => {
                 let i: usize = to.as_str()["p-t".len()..].parse().unwrap();
                 assert_eq!(room, rooms[i], "{text} reached the target's own room");
                 assert_eq!(seq, next[i], "{text}: seq without gaps, in order");
-                assert!(text.contains(&format!("v=0 r{i} n={seq}")), "{text} carries seq {seq}");
+                assert!(
+                    text.contains(&format!("v=0 r{i} n={seq}")),
+                    "{text} carries seq {seq}"
+                );
                 next[i] += 1;
             }
             other => panic!("expected a relayed message, got {other:?}"),
@@ -565,9 +580,16 @@ pub async fn concurrent_relays_across_rooms(store: impl RoomStore) {
     }
     expect_quiet(&mut events).await;
     for (i, room) in rooms.iter().enumerate() {
-        let kept = store.missed(room, &pid(&format!("p-t{i}")), 0).await.unwrap();
+        let kept = store
+            .missed(room, &pid(&format!("p-t{i}")), 0)
+            .await
+            .unwrap();
         let seqs: Vec<u64> = kept.iter().map(|(seq, _)| *seq).collect();
-        assert_eq!(seqs, (1..=MESSAGES).collect::<Vec<_>>(), "room {i}'s mailbox");
+        assert_eq!(
+            seqs,
+            (1..=MESSAGES).collect::<Vec<_>>(),
+            "room {i}'s mailbox"
+        );
     }
 }
 

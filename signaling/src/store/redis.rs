@@ -9,8 +9,9 @@
 //! pub/sub connection ([`super::subscriber`]). This module holds no state of its own beyond
 //! the connections.
 
+use std::collections::HashMap;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -33,6 +34,10 @@ use super::{
 };
 use crate::ids::{ParticipantId, RoomId};
 use crate::protocol::LeaveReason;
+
+/// How many rooms the record of recent index writes holds, at least, before rooms not indexed
+/// within a third of a TTL are dropped from it.
+const INDEXED_ROOMS_BEFORE_CLEANUP: usize = 4096;
 
 /// How long one operation may take, connecting included, before it counts as unavailable.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,6 +63,17 @@ pub struct RedisStore<C = ConnectionManager> {
     grouping: Grouping,
     /// The queue of the task that sends relays in batches, started by the first relay.
     relays: OnceLock<mpsc::UnboundedSender<PendingRelay>>,
+    /// When this process last wrote each room to the room index (see [`Self::index_room`]).
+    indexed: Mutex<RecentIndexWrites>,
+}
+
+/// When this process last wrote each room to the room index.
+#[derive(Debug)]
+struct RecentIndexWrites {
+    at: HashMap<RoomId, Instant>,
+    /// The size at which rooms not indexed lately are dropped: twice what was left after the
+    /// last cleanup, so the cleanups' cost stays in proportion to the writes.
+    cleanup_at: usize,
 }
 
 /// Which publish command the scripts use.
@@ -171,6 +187,10 @@ where
             facts: OnceLock::new(),
             grouping: Grouping::AnyRooms,
             relays: OnceLock::new(),
+            indexed: Mutex::new(RecentIndexWrites {
+                at: HashMap::new(),
+                cleanup_at: INDEXED_ROOMS_BEFORE_CLEANUP,
+            }),
         })
     }
 
@@ -193,18 +213,33 @@ where
         room: &RoomId,
         args: &[&str],
     ) -> Result<T> {
+        Ok(self.run_noting_start(script, room, args).await?.0)
+    }
+
+    /// Like [`Self::run`], and also says whether the script started the room (a join into an
+    /// empty room).
+    async fn run_noting_start<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        room: &RoomId,
+        args: &[&str],
+    ) -> Result<(T, bool)> {
         let (facts, result): (Vec<String>, T) = self.run_plain(script, room, args).await?;
-        if let Some(sink) = self.facts.get() {
-            for text in &facts {
-                match parse_fact(text) {
-                    Some(fact) => sink.report(room, fact),
-                    None => {
-                        tracing::warn!(room = %room.as_str(), fact = %text, "a room fact from Redis cannot be read")
+        let mut started = false;
+        for text in &facts {
+            match parse_fact(text) {
+                Some(fact) => {
+                    started |= matches!(fact, RoomFact::Started);
+                    if let Some(sink) = self.facts.get() {
+                        sink.report(room, fact);
                     }
+                }
+                None => {
+                    tracing::warn!(room = %room.as_str(), fact = %text, "a room fact from Redis cannot be read")
                 }
             }
         }
-        Ok(result)
+        Ok((result, started))
     }
 
     /// Runs `script` on `room`'s keys, bounded by the timeout.
@@ -226,8 +261,40 @@ where
         bounded(self.timeout, invocation.invoke_async(&mut connection)).await
     }
 
-    /// Notes in the `sb:rooms` index that `room` has a participant until one TTL from now.
-    /// Best effort: the index only serves listings, and a room missing from it still works.
+    /// Notes in the `sb:rooms` index that `room` has a participant until one TTL from now,
+    /// unless this process did so less than a third of a TTL ago and the room did not just
+    /// start. Best effort: the index only serves listings and the sweep, and a room missing
+    /// from it still works.
+    ///
+    /// Why skipping is safe: a room this process indexed within a third of a TTL keeps its
+    /// index entry (the entry outlives two TTLs) and its score is at most a third of a TTL
+    /// early, which only makes the sweep look at it sooner (the sweep checks the room's real
+    /// deadlines before it prunes, and keeps a room that still has participants). A sweep
+    /// drops a room from the index only if its score did not change, so a room that went
+    /// empty and started again must write; it always does, though a sweep can only empty a
+    /// room two thirds of a TTL after its last write anyway, later than the skip window.
+    async fn index_room_unless_recent(&self, room: &RoomId, started: bool) {
+        let now = Instant::now();
+        let recently = self.ttl / 3;
+        {
+            let mut indexed = self.indexed.lock().unwrap_or_else(PoisonError::into_inner);
+            let last = indexed.at.get(room);
+            if !started && last.is_some_and(|at| now.duration_since(*at) < recently) {
+                return;
+            }
+            // Forget rooms not indexed for a while, so the map holds only active rooms.
+            if indexed.at.len() >= indexed.cleanup_at {
+                indexed
+                    .at
+                    .retain(|_, at| now.duration_since(*at) < recently);
+                indexed.cleanup_at = (indexed.at.len() * 2).max(INDEXED_ROOMS_BEFORE_CLEANUP);
+            }
+            indexed.at.insert(room.clone(), now);
+        }
+        self.index_room(room).await;
+    }
+
+    /// Writes `room`'s index entry now (see [`Self::index_room_unless_recent`]).
     async fn index_room(&self, room: &RoomId) {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let lead = u64::try_from(sweep_lead(self.ttl).as_millis()).unwrap_or(0);
@@ -391,12 +458,13 @@ where
                 announcement.as_str(),
                 entry.resume.as_ref().map_or("", |t| t.as_str()),
             ];
-            let (status, replaced, participants): (String, String, Vec<String>) =
-                self.run(&self.scripts.join, room, &args).await?;
+            let ((status, replaced, participants), started): ((String, String, Vec<String>), bool) =
+                self.run_noting_start(&self.scripts.join, room, &args)
+                    .await?;
             if status != "ok" {
                 return Err(StoreError::RoomFull { max });
             }
-            self.index_room(room).await;
+            self.index_room_unless_recent(room, started).await;
             let replaced = if replaced.is_empty() {
                 None
             } else {
@@ -432,7 +500,7 @@ where
             let args = [id.as_str(), &self.ttl_ms()];
             let alive: bool = self.run(&self.scripts.refresh, room, &args).await?;
             if alive {
-                self.index_room(room).await;
+                self.index_room_unless_recent(room, false).await;
             }
             Ok(alive)
         })

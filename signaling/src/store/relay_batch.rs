@@ -153,7 +153,8 @@ async fn send<C: ConnectionLike + Send + Sync>(
     for arg in args {
         call.arg(arg);
     }
-    let outcome = tokio::time::timeout(timeout, call.invoke_async::<Vec<u64>>(&mut connection)).await;
+    let outcome =
+        tokio::time::timeout(timeout, call.invoke_async::<Vec<u64>>(&mut connection)).await;
     let count = batch.len();
     for (index, relay) in batch.into_iter().enumerate() {
         let answer = match &outcome {
