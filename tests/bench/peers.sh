@@ -23,6 +23,7 @@ cache=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
 export SWITCHBOARD_BIN_PROFILE=release
 # The same build as the harness's workspace_binary, so the bench does not rebuild the server.
 cargo build --release --locked -q --workspace --bins
+target=${CARGO_TARGET_DIR:-target}
 SWITCHBOARD_PEERS_DIR=$(bash tests/bench/peers/build.sh | tail -n 1)
 export SWITCHBOARD_PEERS_DIR
 
@@ -45,9 +46,9 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want=$hard; fi
 ulimit -n "$want"
 
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  bench=(taskset -c 1 ./target/release/peer-bench --server-cpu 0)
+  bench=(taskset -c 1 "$target/release/peer-bench" --server-cpu 0)
 else
-  bench=(./target/release/peer-bench)
+  bench=("$target/release/peer-bench")
 fi
 
 node_version=$(node --version)

@@ -26,10 +26,7 @@
 //!
 //! - [`RoomStore::relay`] appends an `offer`/`answer`/`candidate` to the target's **mailbox**
 //!   with the target's next sequence number (`seq`) and publishes it on the target's channel,
-//!   in one atomic step. The target must be in the same room, or nothing is written. On Redis,
-//!   the relays waiting at the same moment go in one script call (`relay_batch`): each
-//!   message is still checked, numbered, kept and published on its own, and Redis pays the
-//!   call's fixed cost once per batch.
+//!   in one atomic step. The target must be in the same room, or nothing is written.
 //! - Presence (`participantJoined`/`participantLeft`) is published by the store operation that
 //!   changes the room ([`RoomStore::join`], [`RoomStore::leave`], and expiry), to everyone
 //!   else in the room, with `seq` 0: presence is state, not numbered, and not kept.
@@ -109,7 +106,6 @@
 pub mod behaviour;
 mod memory;
 mod redis;
-mod relay_batch;
 mod subscriber;
 
 use std::sync::Arc;

@@ -1,8 +1,7 @@
 //! [`RedisStore`]: room state in Redis, shared by every signaling pod. The key layout is
 //! documented on the [`store`](super) module.
 //!
-//! Each operation is one Lua script, so it is atomic across pods (relays go in batches, one
-//! script call per batch: [`super::relay_batch`]), and is bounded by a timeout:
+//! Each operation is one Lua script, so it is atomic across pods, and is bounded by a timeout:
 //! when Redis is down a call fails with [`StoreError::Unavailable`] after at most that long,
 //! never hangs, and the connection is re-established in the background by
 //! [`ConnectionManager`]. Messages for this process's participants arrive on a separate
@@ -23,9 +22,8 @@ use redis::{
     ErrorKind, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisError, Script,
     ServerErrorKind,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::relay_batch::{Batcher, Grouping, PendingRelay};
 use super::subscriber::{Subscriber, channel};
 use super::{
     DEFAULT_MAILBOX_LEN, FactSink, JoinOutcome, ParticipantEntry, Result, ResumeRefusal,
@@ -59,10 +57,6 @@ pub struct RedisStore<C = ConnectionManager> {
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     /// Where room facts go (webhooks), once someone asked for them.
     facts: OnceLock<FactSink>,
-    /// How relays are batched: per room on Redis Cluster, across rooms on a single Redis.
-    grouping: Grouping,
-    /// The queue of the task that sends relays in batches, started by the first relay.
-    relays: OnceLock<mpsc::UnboundedSender<PendingRelay>>,
     /// When this process last wrote each room to the room index (see [`Self::index_room`]).
     indexed: Mutex<RecentIndexWrites>,
 }
@@ -148,7 +142,6 @@ impl RedisStore<ClusterConnection> {
         let connection = bounded(timeout, client.get_async_connection()).await?;
         let mut store = Self::from_connection(connection, ttl, timeout)?;
         store.scripts = Scripts::new(PubSubMode::Sharded);
-        store.grouping = Grouping::PerRoom;
         let (push_tx, pushes) = mpsc::unbounded_channel();
         let pubsub_client = ClusterClientBuilder::new(nodes.to_vec())
             .use_protocol(ProtocolVersion::RESP3)
@@ -167,7 +160,7 @@ impl RedisStore<ClusterConnection> {
 
 impl<C> RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: ConnectionLike + Clone + Send + Sync,
 {
     /// Wraps an existing connection. `timeout` bounds each operation.
     pub fn from_connection(connection: C, ttl: Duration, timeout: Duration) -> Result<Self> {
@@ -185,8 +178,6 @@ where
             subscriber: None,
             events: Mutex::new(None),
             facts: OnceLock::new(),
-            grouping: Grouping::AnyRooms,
-            relays: OnceLock::new(),
             indexed: Mutex::new(RecentIndexWrites {
                 at: HashMap::new(),
                 cleanup_at: INDEXED_ROOMS_BEFORE_CLEANUP,
@@ -313,21 +304,6 @@ where
         }
     }
 
-    /// The queue of the task that sends relays in batches ([`super::relay_batch`]), started on
-    /// first use (inside the runtime).
-    fn relay_queue(&self) -> &mpsc::UnboundedSender<PendingRelay> {
-        self.relays.get_or_init(|| {
-            Batcher {
-                connection: self.connection.clone(),
-                script: self.scripts.relay.clone(),
-                timeout: self.timeout,
-                mailbox_len: self.mailbox_len,
-                grouping: self.grouping,
-            }
-            .start()
-        })
-    }
-
     fn ttl_ms(&self) -> String {
         self.ttl.as_millis().to_string()
     }
@@ -346,7 +322,7 @@ fn unix_ms() -> u64 {
 
 /// A room's keys in the order the scripts expect them: participants, users, expiry, seq.
 /// Mailboxes and channels are derived from the first in the scripts.
-pub(super) fn keys(room: &RoomId) -> [String; 4] {
+fn keys(room: &RoomId) -> [String; 4] {
     let room = room.as_str();
     [
         format!("sb:room:{{{room}}}:participants"),
@@ -371,29 +347,16 @@ async fn bounded<T>(
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(classify(error)),
-        Err(_) => Err(timed_out(timeout)),
+        Err(_) => Err(StoreError::Unavailable(RedisError::from(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from Redis within {timeout:?}"),
+        )))),
     }
-}
-
-/// The error of a call that got no answer within `timeout`.
-pub(super) fn timed_out(timeout: Duration) -> StoreError {
-    StoreError::Unavailable(RedisError::from(io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("no answer from Redis within {timeout:?}"),
-    )))
-}
-
-/// The error of a relay whose batching task has stopped (only while the runtime shuts down).
-fn relays_stopped() -> StoreError {
-    StoreError::Unavailable(RedisError::from(io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "the relay batching task has stopped",
-    )))
 }
 
 /// Transient failures (connection, timeout, a server that is loading or failing over) are
 /// [`StoreError::Unavailable`]; the rest will not go away by retrying.
-pub(super) fn classify(error: RedisError) -> StoreError {
+fn classify(error: RedisError) -> StoreError {
     let transient = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
@@ -432,7 +395,7 @@ fn decode(room: &RoomId, values: Vec<String>) -> Result<Vec<ParticipantEntry>> {
 
 impl<C> RoomStore for RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: ConnectionLike + Clone + Send + Sync,
 {
     fn participant_ttl(&self) -> Duration {
         self.ttl
@@ -517,20 +480,11 @@ where
         message: &'a str,
     ) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
-            let prefix = relay_prefix(message)?.to_owned();
-            let (reply, answer) = oneshot::channel();
-            let queued = self.relay_queue().send(PendingRelay {
-                room: room.clone(),
-                to: to.clone(),
-                prefix,
-                reply,
-            });
-            if queued.is_err() {
-                return Err(relays_stopped());
-            }
-            // Every batch is answered (bounded by the timeout); a closed reply means the task
-            // sending batches is gone.
-            let seq = answer.await.map_err(|_| relays_stopped())??;
+            let prefix = relay_prefix(message)?;
+            let len = self.mailbox_len.to_string();
+            let seq: u64 = self
+                .run_plain(&self.scripts.relay, room, &[to.as_str(), prefix, &len])
+                .await?;
             Ok((seq > 0).then_some(seq))
         })
     }
@@ -705,7 +659,7 @@ where
 
 impl<C> RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: ConnectionLike + Clone + Send + Sync,
 {
     async fn list_rooms(&self) -> Result<Vec<(RoomId, u32)>> {
         let mut connection = self.connection.clone();
@@ -915,13 +869,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- `room` is the key prefix of another room than KEYS[1]'s (a relay batch); ROOM if absent.
-local function mailbox(id, room)
-  return (room or ROOM) .. ':mailbox:' .. id
+local function mailbox(id)
+  return ROOM .. ':mailbox:' .. id
 end
 
-local function publish(id, payload, room)
-  redis.call(PUBLISH, (room or ROOM) .. ':to:' .. id, payload)
+local function publish(id, payload)
+  redis.call(PUBLISH, ROOM .. ':to:' .. id, payload)
 end
 
 -- Presence goes to everyone in the room but `except`, with seq 0, and is not kept.
@@ -977,14 +930,12 @@ end
 
 -- Makes the room's keys expire with its latest deadline, so an abandoned room leaves nothing
 -- behind. Called after every write that adds or removes a deadline or creates a key.
--- `base` is where the room's four keys start in KEYS, less one (0 but in a relay batch).
-local function expire_keys(now, base)
-  base = base or 0
-  local last = redis.call('ZRANGE', KEYS[base + 3], -1, -1, 'WITHSCORES')
+local function expire_keys(now)
+  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
   if last[2] then
     local ms = math.max(1, math.floor(tonumber(last[2]) - now))
     for i = 1, 4 do
-      redis.call('PEXPIRE', KEYS[base + i], ms)
+      redis.call('PEXPIRE', KEYS[i], ms)
     end
   end
 end
@@ -1007,7 +958,8 @@ if previous == id then
 end
 -- The entry being rewritten and the session being replaced both give their seat to this one.
 local taken = redis.call('HLEN', KEYS[1])
-if redis.call('HEXISTS', KEYS[1], id) == 1 then
+local rejoin = redis.call('HEXISTS', KEYS[1], id) == 1
+if rejoin then
   taken = taken - 1
 end
 if previous and redis.call('HEXISTS', KEYS[1], previous) == 1 then
@@ -1027,7 +979,8 @@ if previous then
     announce(left(previous, 'duplicate_identity'))
   end
 end
-if not forget(id) then
+-- A new id has nothing to forget (every write of an id's keys goes with its entry).
+if not (rejoin and forget(id)) then
   announce(ARGV[6])
   fact('joined', '-', ARGV[3])
 end
@@ -1077,46 +1030,35 @@ prune(now_ms())
 return redis.call('HLEN', KEYS[1])
 "#;
 
-/// A batch of relays, in one call so that Redis runs one script per batch instead of one per
-/// message. KEYS: each room's four keys (as for every script), once per room in the batch.
-/// ARGV: the mailbox length, then three per message: where its room's keys start in KEYS less
-/// one (0, 4, 8, ...), the target id, and the message up to its `"seq":0}` placeholder.
-/// Returns each message's seq in order, 0 where the target is not in the room (or has expired).
+/// ARGV: target id, the message up to its "seq":0} placeholder, mailbox length.
+/// Returns the message's seq, or 0 when the target is not in the room (or has expired).
 ///
 /// This is the hot path, so it does the least that keeps the invariants: it checks the
 /// target's own deadline instead of pruning the room (the participants' refreshes prune and
 /// announce), and sets a key's expiry only when this call created the key (a refresh extends
-/// them afterwards). On Redis Cluster a batch holds one room's messages, so its keys share a
-/// slot; on a single Redis it may hold many rooms.
+/// them afterwards).
 const RELAY: &str = r#"
 local now = now_ms()
-local limit = tonumber(ARGV[1])
-local seqs = {}
-for i = 2, #ARGV, 3 do
-  local base, to = tonumber(ARGV[i]), ARGV[i + 1]
-  local participants, expiry, counters = KEYS[base + 1], KEYS[base + 3], KEYS[base + 4]
-  local seq = 0
-  local deadline = tonumber(redis.call('ZSCORE', expiry, to))
-  if deadline and deadline > now then
-    local room = string.sub(participants, 1, #participants - #':participants')
-    seq = redis.call('HINCRBY', counters, to, 1)
-    local payload = seq .. ' ' .. ARGV[i + 2] .. ',"seq":' .. seq .. '}'
-    local box = mailbox(to, room)
-    local length = redis.call('RPUSH', box, payload)
-    if length > limit then
-      redis.call('LTRIM', box, -limit, -1)
-    end
-    if length == 1 then
-      redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
-    end
-    if seq == 1 and redis.call('PTTL', counters) < 0 then
-      expire_keys(now, base)
-    end
-    publish(to, payload, room)
-  end
-  seqs[#seqs + 1] = seq
+local to = ARGV[1]
+local deadline = tonumber(redis.call('ZSCORE', KEYS[3], to))
+if not deadline or deadline <= now then
+  return 0
 end
-return seqs
+local seq = redis.call('HINCRBY', KEYS[4], to, 1)
+local payload = seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}'
+local box = mailbox(to)
+local length = redis.call('RPUSH', box, payload)
+if length > tonumber(ARGV[3]) then
+  redis.call('LTRIM', box, -tonumber(ARGV[3]), -1)
+end
+if length == 1 then
+  redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
+end
+if seq == 1 and redis.call('PTTL', KEYS[4]) < 0 then
+  expire_keys(now)
+end
+publish(to, payload)
+return seq
 "#;
 
 /// ARGV: user, presented token, last seq, new token, new pod, TTL in ms.

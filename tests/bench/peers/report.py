@@ -104,6 +104,28 @@ def tables(machine, rows):
         f"server CPU {m[s]['cpu']['server_cpu_percent']:.0f}%, Redis {m[s]['cpu']['redis_cpu_percent']:.0f}%" if m[s] else "—"
         for s in SYSTEMS) + " |")
     out.append("")
+    # CPU per operation: the figure that compares systems fairly on a machine whose load core
+    # saturates before the servers do. % of one core over operations per second, in µs.
+    def per_op(cpu, key, rate):
+        return cpu[key] * 1e4 / rate if rate else float("nan")
+    out.append("CPU per operation, µs of one core: server processes + Redis = total (joins from the "
+               "join run; relayed messages from the maximum run and from the 10,000/s run).")
+    out.append("")
+    out.append("| Per operation | " + " | ".join(LABEL[s] for s in SYSTEMS) + " |")
+    out.append("| --- | " + " | ".join("---" for _ in SYSTEMS) + " |")
+    def cell(cpu, rate):
+        server, redis = per_op(cpu, "server_cpu_percent", rate), per_op(cpu, "redis_cpu_percent", rate)
+        return f"{server:.1f} + {redis:.1f} = {server + redis:.1f}"
+    out.append("| join | " + " | ".join(
+        cell(j[s]["cpu_during_joins"], j[s]["joins_per_second"]) if j[s] and "skipped" not in j[s] else "—"
+        for s in SYSTEMS) + " |")
+    out.append("| relayed message, maximum | " + " | ".join(
+        cell(m[s]["cpu"], m[s]["relayed_per_second"]) if m[s] else "—" for s in SYSTEMS) + " |")
+    at10k = {s: next(iter(by(rows, "relay", system=s, mode="rate", offered_per_second=10000)), None) for s in SYSTEMS}
+    out.append("| relayed message, 10,000/s | " + " | ".join(
+        cell(at10k[s]["cpu"], at10k[s]["achieved_per_second"])
+        if at10k[s] and "redis_cpu_percent" in at10k[s]["cpu"] else "—" for s in SYSTEMS) + " |")
+    out.append("")
     # Ratios.
     out.append("| Ratio (Switchboard ÷ peer) | vs socket.io | vs Centrifugo |")
     out.append("| --- | --- | --- |")
