@@ -114,7 +114,7 @@ fn dev_janus_starts_janus_and_carries_a_demo_call_through_it() {
     let namespace = NetworkNamespace::create().unwrap();
     let ip = namespace.add_sfu_address().unwrap();
     let rtp_ports = 20700..=20799;
-    let (report, log) = namespace
+    let (report, log, whole_log) = namespace
         .run(move || {
             let dev = SignalingProcess::start_dev(&[
                 "--janus",
@@ -134,7 +134,8 @@ fn dev_janus_starts_janus_and_carries_a_demo_call_through_it() {
                 "node": "janus-local",
                 "failovers": [],
             });
-            (run_sfu_call(&browser, &config).unwrap(), dev.log_tail(30))
+            let report = run_sfu_call(&browser, &config).unwrap();
+            (report, dev.log_tail(30), dev.log_tail(usize::MAX))
         })
         .unwrap();
     assert_eq!(
@@ -145,6 +146,37 @@ fn dev_janus_starts_janus_and_carries_a_demo_call_through_it() {
     let ids: Vec<String> = serde_json::from_value(report["participantIds"].clone()).unwrap();
     assert_eq!(ids.len(), 2, "{report:#}");
     support::assert_media_through_node(&report["first"], &ids, "janus-local", &rtp_ports, &report);
+
+    // Dev mode was killed with SIGKILL when the closure dropped it: its Janus goes too.
+    let folder = whole_log
+        .split_whitespace()
+        .find_map(|word| {
+            let start = word.find("/tmp/switchboard-dev-janus-")?;
+            let path = &word[start..];
+            Some(path[..path.rfind('/')?].to_owned())
+        })
+        .unwrap_or_else(|| panic!("dev mode logs where its Janus lives:\n{whole_log}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while janus_running_from(&folder) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Janus from {folder} still runs 5 s after dev mode was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Whether a process whose command line names `folder` is alive.
+fn janus_running_from(folder: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // A zombie (state Z) has exited; only its parent has not reaped it yet.
+        let zombie = state
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        !zombie && String::from_utf8_lossy(&cmdline).contains(folder)
+    })
 }
 
 /// A Janus that cannot be started is a clear error at start, naming the program and how to

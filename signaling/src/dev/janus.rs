@@ -7,7 +7,7 @@
 //! Janus lives as long as dev mode: it is killed when dev mode stops (Ctrl-C or SIGTERM), and
 //! dev mode stops if Janus exits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -111,7 +111,24 @@ impl RunningJanus {
                 .map_err(|source| LocalJanusError::Write { path, source })?;
         }
         let log = folder.path().join("janus.log");
-        let child = Command::new(&args.janus_bin)
+        // A program that cannot be found is reported as such here, before `setpriv` (which
+        // would start and then fail to run it) is put in front of it.
+        let program = find_program(&args.janus_bin).ok_or_else(|| LocalJanusError::Spawn {
+            program: args.janus_bin.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such program"),
+        })?;
+        // Janus must not outlive dev mode, even one killed with SIGKILL (where no drop runs):
+        // `setpriv --pdeathsig` (util-linux) asks the kernel to send Janus SIGTERM when dev
+        // mode's process dies. Without setpriv, `kill_on_drop` still covers a normal exit.
+        let mut command = match find_program(Path::new("setpriv")) {
+            Some(setpriv) => {
+                let mut command = Command::new(setpriv);
+                command.args(["--pdeathsig", "TERM", "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let child = command
             .arg("--configs-folder")
             .arg(folder.path())
             .arg("--config")
@@ -223,4 +240,15 @@ fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, LocalJanusError> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|source| LocalJanusError::Port { ip, source })
+}
+
+/// `program` itself if it names a path, else the first match on `PATH`.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
