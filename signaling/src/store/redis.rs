@@ -5,8 +5,8 @@
 //! when Redis is down a call fails with [`StoreError::Unavailable`] after at most that long,
 //! never hangs, and the connection is re-established in the background by
 //! [`ConnectionManager`]. Messages for this process's participants arrive on a separate
-//! pub/sub connection ([`super::subscriber`]). This module holds no state of its own beyond
-//! the connections.
+//! pub/sub connection ([`super::subscriber`]). This module holds no room state of its own:
+//! beyond the connections, only when it last wrote each room to the room index.
 
 use std::collections::HashMap;
 use std::io;
@@ -282,11 +282,16 @@ where
             }
             indexed.at.insert(room.clone(), now);
         }
-        self.index_room(room).await;
+        if !self.index_room(room).await {
+            // Not written after all: the next join or refresh tries again.
+            let mut indexed = self.indexed.lock().unwrap_or_else(PoisonError::into_inner);
+            indexed.at.remove(room);
+        }
     }
 
-    /// Writes `room`'s index entry now (see [`Self::index_room_unless_recent`]).
-    async fn index_room(&self, room: &RoomId) {
+    /// Writes `room`'s index entry now (see [`Self::index_room_unless_recent`]); false if it
+    /// could not.
+    async fn index_room(&self, room: &RoomId) -> bool {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let lead = u64::try_from(sweep_lead(self.ttl).as_millis()).unwrap_or(0);
         // Scored by when a sweep may look at it: the deadline less the sweep lead.
@@ -299,9 +304,10 @@ where
             .arg(ttl.saturating_mul(2).to_string());
         let mut connection = self.connection.clone();
         let indexed: Result<i64> = bounded(self.timeout, index.invoke_async(&mut connection)).await;
-        if let Err(error) = indexed {
+        if let Err(error) = &indexed {
             tracing::debug!(%error, room = %room.as_str(), "cannot index the room");
         }
+        indexed.is_ok()
     }
 
     fn ttl_ms(&self) -> String {
