@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::future::BoxFuture;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::auth::JoinClaims;
-use crate::hub::{Member, Outbound, SessionSignal};
+use crate::hub::{Member, Outbound, SessionGuard, SessionSignal};
 use crate::ids::{ParticipantId, RoomId};
 use crate::limits::{Admit, TokenBucket};
 use crate::metrics::ReasonLabel;
@@ -260,69 +263,150 @@ async fn undo_join(state: &AppState, room: &RoomId, id: &ParticipantId, session:
 }
 
 /// Runs a connection until it closes.
-pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
-    let _counted = state.hub.session_started();
-    let limits = state.limits.clone();
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Outbound>(limits.send_queue.max(1));
+///
+/// Not an `async fn`: an idle connection's whole cost is its task, so the socket is split and
+/// the writer started here, and the reader's future ([`read_loop`]) holds only what it needs
+/// across its awaits, not the unsplit socket and a copy of every argument.
+pub fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    claims: JoinClaims,
+) -> impl Future<Output = ()> + Send {
+    let counted = state.hub.session_started();
+    let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel::<Outbound>(state.limits.send_queue.max(1));
     let signal = Arc::new(SessionSignal::default());
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        signal.clone(),
+        state.limits.ping_interval,
+    ));
+    read_loop(Box::new(Connection {
+        state,
+        claims,
+        stream,
+        tx,
+        signal,
+        writer,
+        _counted: counted,
+    }))
+}
 
-    // Writer: the only task that writes to the socket.
-    let writer_signal = signal.clone();
-    let ping_interval = limits.ping_interval;
-    let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval(ping_interval);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                // The kill comes first: a slow consumer's queue is full, so its close frame
-                // must not wait behind the messages it is not reading.
-                biased;
-                _ = writer_signal.kill.notified() => {
-                    // A slow consumer: its queue is full, so close it without waiting on it.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::SlowConsumer))).await;
+/// What the reader loop owns.
+struct Connection {
+    state: Arc<AppState>,
+    claims: JoinClaims,
+    stream: SplitStream<WebSocket>,
+    tx: mpsc::Sender<Outbound>,
+    signal: Arc<SessionSignal>,
+    writer: JoinHandle<()>,
+    /// Counts the session as open for as long as the reader runs.
+    _counted: SessionGuard,
+}
+
+/// The only task that writes to the socket: drains the connection's queue and sends pings.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    signal: Arc<SessionSignal>,
+    ping_interval: Duration,
+) {
+    // One timer, re-armed after each ping, not one per message sent.
+    let ping = tokio::time::sleep(ping_interval);
+    tokio::pin!(ping);
+    loop {
+        tokio::select! {
+            // The kill comes first: a slow consumer's queue is full, so its close frame
+            // must not wait behind the messages it is not reading.
+            biased;
+            _ = signal.kill.notified() => {
+                // A slow consumer: its queue is full, so close it without waiting on it.
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::SlowConsumer))).await;
+                break;
+            }
+            next = rx.recv() => match next {
+                Some(Outbound::Text(text)) => {
+                    if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(code)) => {
+                    let _ = sink.send(close_message(code)).await;
                     break;
                 }
-                next = rx.recv() => match next {
-                    Some(Outbound::Text(text)) => {
-                        if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Outbound::Close(code)) => {
-                        let _ = sink.send(close_message(code)).await;
-                        break;
-                    }
-                    None => break,
-                },
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        break;
-                    }
+                None => break,
+            },
+            () = &mut ping => {
+                ping.as_mut().reset(tokio::time::Instant::now() + ping_interval);
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
                 }
             }
         }
-        let _ = sink.close().await;
-    });
+    }
+    let _ = sink.close().await;
+}
 
+/// What woke the reader loop.
+enum Wake {
+    Frame(Option<Result<Message, axum::Error>>),
+    /// The earliest of the connection's deadlines passed (see [`Deadlines`]).
+    Timer,
+    Stopped,
+    Killed,
+}
+
+/// The reader's deadlines. The loop waits on one timer, for the earliest that applies, and
+/// checks them all when it fires: one timer per connection instead of one per deadline, so
+/// an idle connection stays small and a message re-arms one timer, not five.
+struct Deadlines {
+    /// Close with 4001 if no `join` came by then.
+    join: tokio::time::Instant,
+    /// The last frame received; the connection closes idle `idle_timeout` after it.
+    last_seen: tokio::time::Instant,
+    /// Send fresh TURN credentials (`iceServersRefresh`).
+    ice_refresh: tokio::time::Instant,
+    /// Send a fresh SFU token (`sfuRefresh`), at 2/3 of its lifetime from the last one.
+    sfu_refresh: tokio::time::Instant,
+    /// Extend the participant's entry in the store.
+    keep_alive: tokio::time::Instant,
+}
+
+/// Reads frames until the connection ends: answers, relays and joins from here; then leaves
+/// or keeps the participant for a resume, and lets the writer finish.
+async fn read_loop(connection: Box<Connection>) {
+    let Connection {
+        state,
+        claims,
+        mut stream,
+        tx,
+        signal,
+        writer,
+        _counted,
+    } = *connection;
+    let limits = &state.limits;
     let mut bucket = TokenBucket::new(
         limits.rate_per_second,
         limits.rate_burst,
         limits.flood_strikes,
         Instant::now(),
     );
-    let mut joined: Option<Joined> = None;
-    let join_deadline = tokio::time::Instant::now() + limits.join_timeout;
-    let mut last_seen = tokio::time::Instant::now();
-    let mut refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
-    // When to send `sfuRefresh`: at 2/3 of the SFU token's lifetime, from the last one sent.
-    let mut sfu_refresh_at = tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
+    // Boxed: a joined connection's state is needed only once it has joined, and kept inline
+    // it would take its room in every connection's task from the start.
+    let mut joined: Option<Box<Joined>> = None;
+    let started = tokio::time::Instant::now();
+    let keep_alive_every = (state.store.participant_ttl() / 3).max(Duration::from_millis(100));
+    let mut deadlines = Deadlines {
+        join: started + limits.join_timeout,
+        last_seen: started,
+        ice_refresh: started + refresh_delay(state.ice.credential_ttl),
+        sfu_refresh: started + sfu_refresh_delay(state.sfu_token_ttl),
+        keep_alive: started + keep_alive_every,
+    };
     // Only a `leave` (or a client close with 1000) leaves the room at once; any other end
     // keeps the participant for a resume until its entry expires.
     let mut left_on_purpose = false;
-    let mut refresh =
-        tokio::time::interval((state.store.participant_ttl() / 3).max(Duration::from_millis(100)));
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reply = |message: ServerMessage| {
         let _ = tx.try_send(Outbound::Text(message.to_json().into()));
     };
@@ -332,59 +416,97 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
         let _ = tx.try_send(Outbound::Close(code));
     };
 
+    // Armed for the earliest deadline; a later one (a frame moved the idle deadline on) lets it
+    // fire early and re-arm, so a busy connection does not re-arm it on every frame.
+    let timer = tokio::time::sleep_until(deadlines.join);
+    tokio::pin!(timer);
     loop {
-        let idle_deadline = last_seen + limits.idle_timeout;
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
-            _ = tokio::time::sleep_until(join_deadline), if joined.is_none() => {
-                close(CloseCode::JoinTimeout);
-                break;
+        let idle_at = deadlines.last_seen + limits.idle_timeout;
+        let next_deadline = match &joined {
+            None => idle_at.min(deadlines.join),
+            Some(j) => {
+                let next = idle_at.min(deadlines.ice_refresh).min(deadlines.keep_alive);
+                if j.sfu.is_some() {
+                    next.min(deadlines.sfu_refresh)
+                } else {
+                    next
+                }
             }
+        };
+        if timer.is_elapsed() || next_deadline < timer.deadline() {
+            timer.as_mut().reset(next_deadline);
+        }
+        let wake = tokio::select! {
+            frame = stream.next() => Wake::Frame(frame),
+            () = &mut timer => Wake::Timer,
             // A pod going away: a joined session hears it from the hub (`reconnect`, then
             // 1001); one that has not joined has no session to resume and just gets 1001.
-            _ = state.hub.stopped(), if joined.is_none() => {
+            _ = state.hub.stopped(), if joined.is_none() => Wake::Stopped,
+            _ = signal.kill.notified() => Wake::Killed,
+        };
+        let frame = match wake {
+            Wake::Frame(frame) => frame,
+            Wake::Stopped => {
                 close(CloseCode::GoingAway);
                 break;
             }
-            _ = tokio::time::sleep_until(idle_deadline) => {
-                close(CloseCode::IdleTimeout);
-                break;
-            }
-            _ = tokio::time::sleep_until(refresh_at), if joined.is_some() => {
-                // Fresh TURN credentials before the old ones expire: long calls keep working.
-                let node_urls = joined.as_ref().map(|j| j.turn_urls.as_slice()).unwrap_or_default();
-                reply(ServerMessage::IceServersRefresh { ice_servers: state.ice.servers_for(claims.user.as_str(), node_urls) });
-                refresh_at = tokio::time::Instant::now() + refresh_delay(state.ice.credential_ttl);
-                continue;
-            }
-            _ = tokio::time::sleep_until(sfu_refresh_at), if joined.as_ref().is_some_and(|j| j.sfu.is_some()) => {
-                // A fresh SFU token before the old one expires: Janus checks it on every
-                // request. The room's SFU as it is now, so a refresh follows a move.
-                if let Some(j) = &joined {
-                    let current = state.rooms.current_sfu(&j.room).await;
-                    if let Some(route) = current.as_ref().or(j.sfu.as_ref()).filter(|r| r.has_token()) {
-                        reply(ServerMessage::SfuRefresh { sfu: route.for_participant(unix_now(), state.sfu_token_ttl) });
-                    }
-                }
-                sfu_refresh_at = tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
-                continue;
-            }
-            _ = refresh.tick(), if joined.is_some() => {
-                if let Some(j) = &joined {
-                    keep_alive(&state, j, &signal).await;
-                }
-                continue;
-            }
-            _ = signal.kill.notified() => {
+            Wake::Killed => {
                 // A slow consumer. The hub wakes one waiter: pass the wake on to the writer,
                 // which sends the close frame with its code (4006); the reader stopping first
                 // would otherwise end the writer with a bare close frame.
                 signal.kill.notify_one();
                 break;
             }
+            Wake::Timer => {
+                let now = tokio::time::Instant::now();
+                let Some(j) = &joined else {
+                    if now >= deadlines.join {
+                        close(CloseCode::JoinTimeout);
+                        break;
+                    }
+                    if now >= idle_at {
+                        close(CloseCode::IdleTimeout);
+                        break;
+                    }
+                    continue;
+                };
+                if now >= idle_at {
+                    close(CloseCode::IdleTimeout);
+                    break;
+                }
+                if now >= deadlines.ice_refresh {
+                    // Fresh TURN credentials before the old ones expire: long calls keep
+                    // working.
+                    reply(ServerMessage::IceServersRefresh {
+                        ice_servers: state.ice.servers_for(claims.user.as_str(), &j.turn_urls),
+                    });
+                    deadlines.ice_refresh = now + refresh_delay(state.ice.credential_ttl);
+                }
+                if j.sfu.is_some() && now >= deadlines.sfu_refresh {
+                    // A fresh SFU token before the old one expires: Janus checks it on every
+                    // request. The room's SFU as it is now, so a refresh follows a move.
+                    let current = state.rooms.current_sfu(&j.room).await;
+                    if let Some(route) = current
+                        .as_ref()
+                        .or(j.sfu.as_ref())
+                        .filter(|r| r.has_token())
+                    {
+                        reply(ServerMessage::SfuRefresh {
+                            sfu: route.for_participant(unix_now(), state.sfu_token_ttl),
+                        });
+                    }
+                    deadlines.sfu_refresh =
+                        tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
+                }
+                if now >= deadlines.keep_alive {
+                    keep_alive(&state, j, &signal).await;
+                    deadlines.keep_alive = now + keep_alive_every;
+                }
+                continue;
+            }
         };
         let Some(frame) = frame else { break };
-        last_seen = tokio::time::Instant::now();
+        deadlines.last_seen = tokio::time::Instant::now();
         let text = match frame {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(_)) => {
@@ -458,15 +580,18 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                 let outcome = Box::pin(join(joining)).await;
                 match outcome {
                     Ok(j) => {
-                        sfu_refresh_at =
-                            tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
+                        let now = tokio::time::Instant::now();
+                        deadlines.sfu_refresh = now + sfu_refresh_delay(state.sfu_token_ttl);
+                        // The join wrote the entry with a whole TTL: the first refresh is
+                        // due a third of a TTL from now.
+                        deadlines.keep_alive = now + keep_alive_every;
                         let counter = if resuming {
                             &state.metrics.resumes
                         } else {
                             &state.metrics.joins
                         };
                         counter.inc();
-                        joined = Some(j);
+                        joined = Some(Box::new(j));
                     }
                     Err(refused) => {
                         state.metrics.join_refused(resuming, refused.code);
@@ -486,14 +611,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
             (ClientMessage::Offer { to, sdp, .. }, Some(j)) => {
                 let from = j.id.clone();
                 let message = ServerMessage::Offer { from, sdp, seq: 0 };
-                if let Some(error) = relay(&state, j, &to, &message, msg_ref).await {
+                if let Some(error) = relay_boxed(&state, j, to, message, msg_ref).await {
                     reply(error);
                 }
             }
             (ClientMessage::Answer { to, sdp, .. }, Some(j)) => {
                 let from = j.id.clone();
                 let message = ServerMessage::Answer { from, sdp, seq: 0 };
-                if let Some(error) = relay(&state, j, &to, &message, msg_ref).await {
+                if let Some(error) = relay_boxed(&state, j, to, message, msg_ref).await {
                     reply(error);
                 }
             }
@@ -504,7 +629,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: JoinClaims) {
                     candidate,
                     seq: 0,
                 };
-                if let Some(error) = relay(&state, j, &to, &message, msg_ref).await {
+                if let Some(error) = relay_boxed(&state, j, to, message, msg_ref).await {
                     reply(error);
                 }
             }
@@ -581,6 +706,19 @@ async fn keep_alive(state: &AppState, j: &Joined, signal: &SessionSignal) {
         }
         Err(error) => tracing::debug!(%error, "cannot refresh participant"),
     }
+}
+
+/// [`relay`], on the heap and owning its message: kept inline, the relay's state and the
+/// message would make every connection's task that much larger for its whole life, though a
+/// connection spends almost all of it waiting for a frame, not relaying one.
+fn relay_boxed<'a>(
+    state: &'a AppState,
+    j: &'a Joined,
+    to: ParticipantId,
+    message: ServerMessage,
+    msg_ref: Option<MsgRef>,
+) -> BoxFuture<'a, Option<ServerMessage>> {
+    Box::pin(async move { relay(state, j, &to, &message, msg_ref).await })
 }
 
 /// How often a relay to a missing participant is tried again while the room is being rebuilt.

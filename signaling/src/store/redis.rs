@@ -839,7 +839,7 @@ impl Scripts {
             participants: script(PARTICIPANTS),
             refresh: script(REFRESH),
             count: script(COUNT),
-            relay: Script::new(&format!("local PUBLISH = '{publish}'\n{PRELUDE}\n{RELAY}")),
+            relay: Script::new(&format!("local PUBLISH = '{publish}'\n{RELAY}")),
             resume: script(RESUME),
             restore: script(RESTORE),
             missed: script(MISSED),
@@ -1039,32 +1039,43 @@ return redis.call('HLEN', KEYS[1])
 /// ARGV: target id, the message up to its "seq":0} placeholder, mailbox length.
 /// Returns the message's seq, or 0 when the target is not in the room (or has expired).
 ///
-/// This is the hot path, so it does the least that keeps the invariants: it checks the
-/// target's own deadline instead of pruning the room (the participants' refreshes prune and
-/// announce), and sets a key's expiry only when this call created the key (a refresh extends
-/// them afterwards).
+/// This is the hot path, so it does the least that keeps the invariants, and it runs without
+/// the [`PRELUDE`] (Redis runs a script's whole body on every call, and the prelude's helpers
+/// cost more than this body's own work): it checks the target's own deadline instead of
+/// pruning the room (the participants' refreshes prune and announce), formats the seq once,
+/// and sets a key's expiry only when this call created the key (a refresh extends them
+/// afterwards). `PUBLISH` is defined before this, as for the other scripts.
 const RELAY: &str = r#"
-local now = now_ms()
+local room = string.sub(KEYS[1], 1, #KEYS[1] - 13)
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local to = ARGV[1]
 local deadline = tonumber(redis.call('ZSCORE', KEYS[3], to))
 if not deadline or deadline <= now then
   return 0
 end
-local seq = redis.call('HINCRBY', KEYS[4], to, 1)
+local count = redis.call('HINCRBY', KEYS[4], to, 1)
+local seq = tostring(count)
 local payload = seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}'
-local box = mailbox(to)
+local box = room .. ':mailbox:' .. to
 local length = redis.call('RPUSH', box, payload)
 if length > tonumber(ARGV[3]) then
-  redis.call('LTRIM', box, -tonumber(ARGV[3]), -1)
+  redis.call('LPOP', box, length - tonumber(ARGV[3]))
 end
 if length == 1 then
   redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
 end
-if seq == 1 and redis.call('PTTL', KEYS[4]) < 0 then
-  expire_keys(now)
+if count == 1 and redis.call('PTTL', KEYS[4]) < 0 then
+  -- The room's first relay to this target created its seq field: the keys expire with the
+  -- room's latest deadline, as after any write that creates a key.
+  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  local ms = math.max(1, math.floor(tonumber(last[2]) - now))
+  for i = 1, 4 do
+    redis.call('PEXPIRE', KEYS[i], ms)
+  end
 end
-publish(to, payload)
-return seq
+redis.call(PUBLISH, room .. ':to:' .. to, payload)
+return count
 "#;
 
 /// ARGV: user, presented token, last seq, new token, new pod, TTL in ms.
