@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::ids::{ParticipantId, RoomId};
 use crate::protocol::{CloseCode, LeaveReason, Participant, ResumeToken, ServerMessage};
@@ -59,7 +59,7 @@ impl SessionSignal {
 /// One connected participant.
 #[derive(Debug)]
 pub struct Member {
-    tx: mpsc::Sender<Outbound>,
+    tx: flume::Sender<Outbound>,
     signal: Arc<SessionSignal>,
     /// The participant as the store keeps it, with the session's current resume token.
     entry: ParticipantEntry,
@@ -77,7 +77,7 @@ impl Member {
     /// A starting session whose client has already seen messages up to `delivered`.
     pub fn new(
         entry: ParticipantEntry,
-        tx: mpsc::Sender<Outbound>,
+        tx: flume::Sender<Outbound>,
         signal: Arc<SessionSignal>,
         delivered: u64,
     ) -> Self {
@@ -482,8 +482,8 @@ mod tests {
         session: &str,
         capacity: usize,
         delivered: u64,
-    ) -> (Member, mpsc::Receiver<Outbound>, Arc<SessionSignal>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    ) -> (Member, flume::Receiver<Outbound>, Arc<SessionSignal>) {
+        let (tx, rx) = flume::bounded(capacity);
         let entry = ParticipantEntry {
             id: ParticipantId::parse(id).unwrap(),
             user: UserId::parse("alice").unwrap(),
@@ -500,7 +500,7 @@ mod tests {
         )
     }
 
-    fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+    fn texts(rx: &mut flume::Receiver<Outbound>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(m) = rx.try_recv() {
             match m {

@@ -17,7 +17,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::future::BoxFuture;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::auth::JoinClaims;
@@ -96,7 +95,7 @@ impl Refused {
 struct Joining<'a> {
     state: &'a Arc<AppState>,
     claims: &'a JoinClaims,
-    tx: &'a mpsc::Sender<Outbound>,
+    tx: &'a flume::Sender<Outbound>,
     signal: &'a Arc<SessionSignal>,
     resume: Option<Resume>,
     msg_ref: Option<MsgRef>,
@@ -274,7 +273,7 @@ pub fn run(
 ) -> impl Future<Output = ()> + Send {
     let counted = state.hub.session_started();
     let (sink, stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Outbound>(state.limits.send_queue.max(1));
+    let (tx, rx) = flume::bounded::<Outbound>(state.limits.send_queue.max(1));
     let signal = Arc::new(SessionSignal::default());
     let writer = tokio::spawn(write_loop(
         sink,
@@ -298,7 +297,7 @@ struct Connection {
     state: Arc<AppState>,
     claims: JoinClaims,
     stream: SplitStream<WebSocket>,
-    tx: mpsc::Sender<Outbound>,
+    tx: flume::Sender<Outbound>,
     signal: Arc<SessionSignal>,
     writer: JoinHandle<()>,
     /// Counts the session as open for as long as the reader runs.
@@ -308,7 +307,7 @@ struct Connection {
 /// The only task that writes to the socket: drains the connection's queue and sends pings.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    rx: flume::Receiver<Outbound>,
     signal: Arc<SessionSignal>,
     ping_interval: Duration,
 ) {
@@ -325,7 +324,7 @@ async fn write_loop(
                 let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::SlowConsumer))).await;
                 break;
             }
-            next = rx.recv() => match next {
+            next = rx.recv_async() => match next.ok() {
                 Some(Outbound::Text(text)) => {
                     if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
                         break;

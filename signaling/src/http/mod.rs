@@ -119,8 +119,10 @@ async fn websocket(
     let limit = state.limits.max_message_bytes;
     upgrade
         // Small buffers: most signaling messages are a few hundred bytes, and the library's
-        // 128 KiB default per connection would dominate memory at high connection counts.
-        .read_buffer_size(1024)
+        // 128 KiB default per connection would dominate memory at high connection counts. The
+        // read buffer stays allocated for the connection's life; 512 bytes take a join or a
+        // candidate in one read, and a larger frame is read in full once its header is in.
+        .read_buffer_size(512)
         .write_buffer_size(4 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
