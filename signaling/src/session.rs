@@ -383,7 +383,12 @@ async fn read_loop(connection: Box<Connection>) {
         signal,
         writer,
         _counted,
-    } = *connection;
+    } = {
+        // Moved out in a block of its own, so the box is freed here rather than kept (empty)
+        // until the connection ends.
+        let connection = connection;
+        *connection
+    };
     let limits = &state.limits;
     let mut bucket = TokenBucket::new(
         limits.rate_per_second,
