@@ -11,7 +11,8 @@
 # message's intended send time), and the maximum relay rate.
 #
 # Writes raw JSON lines to $OUT (default target/bench/peers.jsonl), the Markdown tables to
-# ${OUT%.jsonl}.md, and the plots to docs/images/peers-latency.png and peers-memory.png.
+# ${OUT%.jsonl}.md, and the plots to docs/images/peers-cpu.png, peers-latency.png and
+# peers-memory.png.
 # Takes about 10 minutes on 2 cores once built. Run it on a quiet machine: it records the load
 # average and the busiest processes at its start.
 set -euo pipefail
@@ -84,4 +85,4 @@ for system in switchboard socketio centrifugo; do
 done
 
 "$venv/bin/python" tests/bench/peers/report.py "$out" "$images" | tee "${out%.jsonl}.md"
-echo "plots: $images/peers-latency.png $images/peers-memory.png" >&2
+echo "plots: $images/peers-cpu.png $images/peers-latency.png $images/peers-memory.png" >&2

@@ -104,27 +104,15 @@ def tables(machine, rows):
         f"server CPU {m[s]['cpu']['server_cpu_percent']:.0f}%, Redis {m[s]['cpu']['redis_cpu_percent']:.0f}%" if m[s] else "—"
         for s in SYSTEMS) + " |")
     out.append("")
-    # CPU per operation: the figure that compares systems fairly on a machine whose load core
-    # saturates before the servers do. % of one core over operations per second, in µs.
-    def per_op(cpu, key, rate):
-        return cpu[key] * 1e4 / rate if rate else float("nan")
     out.append("CPU per operation, µs of one core: server processes + Redis = total (joins from the "
                "join run; relayed messages from the maximum run and from the 10,000/s run).")
     out.append("")
     out.append("| Per operation | " + " | ".join(LABEL[s] for s in SYSTEMS) + " |")
     out.append("| --- | " + " | ".join("---" for _ in SYSTEMS) + " |")
-    def cell(cpu, rate):
-        server, redis = per_op(cpu, "server_cpu_percent", rate), per_op(cpu, "redis_cpu_percent", rate)
-        return f"{server:.1f} + {redis:.1f} = {server + redis:.1f}"
-    out.append("| join | " + " | ".join(
-        cell(j[s]["cpu_during_joins"], j[s]["joins_per_second"]) if j[s] and "skipped" not in j[s] else "—"
-        for s in SYSTEMS) + " |")
-    out.append("| relayed message, maximum | " + " | ".join(
-        cell(m[s]["cpu"], m[s]["relayed_per_second"]) if m[s] else "—" for s in SYSTEMS) + " |")
-    at10k = {s: next(iter(by(rows, "relay", system=s, mode="rate", offered_per_second=10000)), None) for s in SYSTEMS}
-    out.append("| relayed message, 10,000/s | " + " | ".join(
-        cell(at10k[s]["cpu"], at10k[s]["achieved_per_second"])
-        if at10k[s] and "redis_cpu_percent" in at10k[s]["cpu"] else "—" for s in SYSTEMS) + " |")
+    for operation, costs in cpu_per_operation(rows).items():
+        out.append(f"| {operation} | " + " | ".join(
+            f"{costs[s][0]:.1f} + {costs[s][1]:.1f} = {sum(costs[s]):.1f}" if s in costs else "—"
+            for s in SYSTEMS) + " |")
     out.append("")
     # Ratios.
     out.append("| Ratio (Switchboard ÷ peer) | vs socket.io | vs Centrifugo |")
@@ -157,6 +145,28 @@ def tables(machine, rows):
     out.append(f"| relay p99 at 10,000/s (lower is better) | {ratio(p99['switchboard'], p99['socketio'], '{:.3f}×')} | "
                f"{ratio(p99['switchboard'], p99['centrifugo'], '{:.3f}×')} |")
     return "\n".join(out)
+
+
+def cpu_per_operation(rows):
+    """{operation: {system: (server µs, Redis µs)}}: % of one core over operations per second.
+
+    The figure that compares systems fairly on a machine whose load core saturates before the
+    servers do. Joins from the join run; relayed messages from the maximum and 10,000/s runs.
+    """
+    def per_op(cpu, rate):
+        return (cpu["server_cpu_percent"] * 1e4 / rate, cpu["redis_cpu_percent"] * 1e4 / rate)
+    found = {"join": {}, "relayed message, maximum": {}, "relayed message, 10,000/s": {}}
+    for s in SYSTEMS:
+        j = next(iter(by(rows, "joins", system=s)), None)
+        if j and "skipped" not in j and j.get("joins_per_second"):
+            found["join"][s] = per_op(j["cpu_during_joins"], j["joins_per_second"])
+        m = next(iter(by(rows, "relay", system=s, mode="max")), None)
+        if m and m.get("relayed_per_second"):
+            found["relayed message, maximum"][s] = per_op(m["cpu"], m["relayed_per_second"])
+        r = next(iter(by(rows, "relay", system=s, mode="rate", offered_per_second=10000)), None)
+        if r and "redis_cpu_percent" in r["cpu"] and r.get("achieved_per_second"):
+            found["relayed message, 10,000/s"][s] = per_op(r["cpu"], r["achieved_per_second"])
+    return found
 
 
 def plots(rows, image_dir):
@@ -200,6 +210,26 @@ def plots(rows, image_dir):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(f"{image_dir}/peers-memory.png")
+    plt.close(fig)
+
+    # CPU per operation: server and Redis stacked, one group per operation.
+    costs = cpu_per_operation(rows)
+    fig, axes = plt.subplots(1, len(costs), figsize=(9, 3.6), dpi=110)
+    for ax, (operation, by_system) in zip(axes, costs.items()):
+        names = [s for s in SYSTEMS if s in by_system]
+        server = [by_system[s][0] for s in names]
+        redis = [by_system[s][1] for s in names]
+        x = range(len(names))
+        ax.bar(x, server, color=[colors[s] for s in names], label="server")
+        ax.bar(x, redis, bottom=server, color=[colors[s] for s in names], alpha=0.45, hatch="//",
+               label="Redis")
+        ax.set_xticks(list(x), [LABEL[s].split(" ")[0] for s in names], fontsize=8)
+        ax.set_title(operation, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("µs of one core (server solid, Redis hatched)")
+    fig.suptitle("CPU per operation: server processes + Redis (lower is better)")
+    fig.tight_layout()
+    fig.savefig(f"{image_dir}/peers-cpu.png")
     plt.close(fig)
 
 

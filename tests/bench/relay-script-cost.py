@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Redis CPU per call of Switchboard's relay script and of leaner variants, on a bare Redis.
+
+Starts its own redis-server on CPU 0 (loopback, no persistence), subscribes one client to the
+target's channel so every PUBLISH is delivered, loads each variant and drives it with
+redis-benchmark (50 clients, one request in flight each) from CPU 1, and prints the Redis
+process's CPU time per call. The first variant is the relay script exactly as the signaling
+server sends it (read from signaling/src/store/redis.rs); the others take one thing away at a
+time, so the difference between two lines is what that thing costs Redis.
+
+Usage: python3 tests/bench/relay-script-cost.py [calls per variant, default 300000]
+Needs redis-server, redis-cli, redis-benchmark and taskset.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE = open(os.path.join(ROOT, "signaling/src/store/redis.rs")).read()
+PORT = 7390
+CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 300000
+
+
+def const(name):
+    return re.search(r'const %s: &str = r#"(.*?)"#;' % name, SOURCE, re.S).group(1)
+
+
+ROOM = "sb:room:{r1}"
+KEYS = [ROOM + ":participants", ROOM + ":users", ROOM + ":expiry", ROOM + ":seq"]
+PREFIX = '{"type":"offer","from":"p1","sdp":"' + "x" * 200 + '"'
+
+# The relay script's check, seq and mailbox without Redis TIME and the deadline (a membership
+# test only), then without any check, then a script that only publishes.
+MEMBER_ONLY = """
+local room = string.sub(KEYS[1], 1, #KEYS[1] - 13)
+local to = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], to) == 0 then return 0 end
+local count = redis.call('HINCRBY', KEYS[4], to, 1)
+local seq = tostring(count)
+local payload = seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}'
+local box = room .. ':mailbox:' .. to
+local length = redis.call('RPUSH', box, payload)
+if length > tonumber(ARGV[3]) then redis.call('LPOP', box, length - tonumber(ARGV[3])) end
+redis.call('PUBLISH', room .. ':to:' .. to, payload)
+return count
+"""
+NO_CHECK = MEMBER_ONLY.replace(
+    "if redis.call('HEXISTS', KEYS[1], to) == 0 then return 0 end\n", "")
+PUBLISH_ONLY = "redis.call('PUBLISH', KEYS[1]:sub(1, #KEYS[1] - 13) .. ':to:' .. ARGV[1], ARGV[2])\nreturn 1\n"
+# Several messages per call: the membership-only body in a loop over (target, message) pairs.
+BATCH = """
+local room = string.sub(KEYS[1], 1, #KEYS[1] - 13)
+local limit = 64
+for i = 1, #ARGV, 2 do
+  local to = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], to) == 1 then
+    local seq = tostring(redis.call('HINCRBY', KEYS[4], to, 1))
+    local payload = seq .. ' ' .. ARGV[i + 1] .. ',"seq":' .. seq .. '}'
+    local box = room .. ':mailbox:' .. to
+    if redis.call('RPUSH', box, payload) > limit then redis.call('LPOP', box) end
+    redis.call('PUBLISH', room .. ':to:' .. to, payload)
+  end
+end
+return 1
+"""
+
+
+def cli(*args):
+    return subprocess.run(["redis-cli", "-p", str(PORT), *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().split(")")[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main():
+    server = subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(PORT),
+                               "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL)
+    subscriber = None
+    try:
+        for _ in range(100):
+            try:
+                cli("PING")
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.05)
+        cli("HSET", KEYS[0], "p2", '{"id":"p2"}')
+        cli("ZADD", KEYS[2], str(int(time.time() * 1000) + 10**9), "p2")
+        subscriber = subprocess.Popen(["taskset", "-c", "1", "redis-cli", "-p", str(PORT),
+                                       "SUBSCRIBE", ROOM + ":to:p2"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+        def run(label, args, per_call=1):
+            # Three rounds, the median and the spread: one round varies by a few µs.
+            calls = CALLS // per_call
+            rounds = []
+            for _ in range(3):
+                before, started = cpu_seconds(server.pid), time.time()
+                subprocess.run(["taskset", "-c", "1", "redis-benchmark", "-p", str(PORT), "-n",
+                                str(calls), "-c", "50", "-q", *args],
+                               capture_output=True, check=True)
+                used, wall = cpu_seconds(server.pid) - before, time.time() - started
+                rounds.append((1e6 * used / (calls * per_call), calls * per_call / wall))
+            rounds.sort()
+            (low, _), (median, rate), (high, _) = rounds
+            print(f"| {label} | {median:.2f} ({low:.2f} to {high:.2f}) | {rate:,.0f} |",
+                  flush=True)
+
+        print("| Variant | Redis CPU µs per message, median of 3 (range) | messages/s |")
+        print("| --- | --- | --- |")
+        run("PUBLISH alone (no script)", ["PUBLISH", ROOM + ":to:p2", PREFIX])
+        relay = "local PUBLISH = 'PUBLISH'\n" + const("RELAY")
+        for label, body in [("relay script as shipped", relay),
+                            ("membership test instead of TIME + deadline", MEMBER_ONLY),
+                            ("no check at all", NO_CHECK),
+                            ("a script that only publishes", PUBLISH_ONLY)]:
+            sha = cli("SCRIPT", "LOAD", body)
+            run(label, ["EVALSHA", sha, "4", *KEYS, "p2", PREFIX, "64"])
+            cli("DEL", ROOM + ":mailbox:p2")
+        sha = cli("SCRIPT", "LOAD", BATCH)
+        for size in (4, 16):
+            run(f"membership-test body, {size} messages per call",
+                ["EVALSHA", sha, "4", *KEYS] + ["p2", PREFIX] * size, size)
+    finally:
+        if subscriber:
+            subscriber.kill()
+        server.kill()
+
+
+if __name__ == "__main__":
+    main()
