@@ -2,7 +2,8 @@
 //!
 //! A join, followed from the socket to the reply: [`run`] splits the socket into a writer task
 //! ([`write_loop`]: draining the connection's bounded queue, sending pings) and the reader
-//! ([`read_loop`]), which waits on one timer for all its deadlines. The reader checks each frame (size, UTF-8, text only), the rate limit, and parses it with
+//! ([`read_loop`]), which waits on one timer for all its deadlines. The reader checks each
+//! frame (size, UTF-8, text only), the rate limit, and parses it with
 //! [`crate::protocol::parse_client_message`]. A `join` goes to [`join`]: the Room's placement
 //! from [`crate::rooms::RoomSource::resolve`], then [`crate::store::RoomStore::join`], which admits the participant
 //! and tells the others (`participantJoined`, on any pod); the joiner gets `joined` with the
