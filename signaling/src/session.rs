@@ -464,21 +464,15 @@ async fn read_loop(connection: Box<Connection>) {
             }
             Wake::Timer => {
                 let now = tokio::time::Instant::now();
-                let Some(j) = &joined else {
-                    if now >= deadlines.join {
-                        close(CloseCode::JoinTimeout);
-                        break;
-                    }
-                    if now >= idle_at {
-                        close(CloseCode::IdleTimeout);
-                        break;
-                    }
-                    continue;
-                };
+                if joined.is_none() && now >= deadlines.join {
+                    close(CloseCode::JoinTimeout);
+                    break;
+                }
                 if now >= idle_at {
                     close(CloseCode::IdleTimeout);
                     break;
                 }
+                let Some(j) = &joined else { continue };
                 if now >= deadlines.ice_refresh {
                     // Fresh TURN credentials before the old ones expire: long calls keep
                     // working.

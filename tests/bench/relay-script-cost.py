@@ -5,8 +5,8 @@ Starts its own redis-server on CPU 0 (loopback, no persistence), subscribes one 
 target's channel so every PUBLISH is delivered, loads each variant and drives it with
 redis-benchmark (50 clients, one request in flight each) from CPU 1, and prints the Redis
 process's CPU time per call. The first variant is the relay script exactly as the signaling
-server sends it (read from signaling/src/store/redis.rs); the others take one thing away at a
-time, so the difference between two lines is what that thing costs Redis.
+server sends it (assembled from signaling/src/store/redis.rs); the others take one thing
+away at a time, so the difference between two lines is what that thing costs Redis.
 
 Usage: python3 tests/bench/relay-script-cost.py [calls per variant, default 300000]
 Needs redis-server, redis-cli, redis-benchmark and taskset.
@@ -46,8 +46,9 @@ if length > tonumber(ARGV[3]) then redis.call('LPOP', box, length - tonumber(ARG
 redis.call('PUBLISH', room .. ':to:' .. to, payload)
 return count
 """
-NO_CHECK = MEMBER_ONLY.replace(
-    "if redis.call('HEXISTS', KEYS[1], to) == 0 then return 0 end\n", "")
+MEMBERSHIP_TEST = "if redis.call('HEXISTS', KEYS[1], to) == 0 then return 0 end\n"
+assert MEMBERSHIP_TEST in MEMBER_ONLY
+NO_CHECK = MEMBER_ONLY.replace(MEMBERSHIP_TEST, "")
 PUBLISH_ONLY = "redis.call('PUBLISH', KEYS[1]:sub(1, #KEYS[1] - 13) .. ':to:' .. ARGV[1], ARGV[2])\nreturn 1\n"
 # Several messages per call: the membership-only body in a loop over (target, message) pairs.
 BATCH = """
@@ -115,7 +116,7 @@ def main():
         print("| Variant | Redis CPU µs per message, median of 3 (range) | messages/s |")
         print("| --- | --- | --- |")
         run("PUBLISH alone (no script)", ["PUBLISH", ROOM + ":to:p2", PREFIX])
-        relay = "local PUBLISH = 'PUBLISH'\n" + const("RELAY")
+        relay = "local PUBLISH = 'PUBLISH'\n" + const("EXPIRE_KEYS") + const("RELAY")
         for label, body in [("relay script as shipped", relay),
                             ("membership test instead of TIME + deadline", MEMBER_ONLY),
                             ("no check at all", NO_CHECK),

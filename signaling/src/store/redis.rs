@@ -827,7 +827,7 @@ impl Scripts {
         // WRAP_END adds `started`/`finished` and returns {facts, result}.
         let reporting = |body: &str, starts: bool| {
             Script::new(&format!(
-                "local PUBLISH = '{publish}'\nlocal STARTS = {starts}\n{PRELUDE}\n\
+                "local PUBLISH = '{publish}'\nlocal STARTS = {starts}\n{EXPIRE_KEYS}\n{PRELUDE}\n\
                  local BEFORE = redis.call('HLEN', KEYS[1])\n\
                  local function body()\n{body}\nend\n{WRAP_END}"
             ))
@@ -839,7 +839,9 @@ impl Scripts {
             participants: script(PARTICIPANTS),
             refresh: script(REFRESH),
             count: script(COUNT),
-            relay: Script::new(&format!("local PUBLISH = '{publish}'\n{RELAY}")),
+            relay: Script::new(&format!(
+                "local PUBLISH = '{publish}'\n{EXPIRE_KEYS}\n{RELAY}"
+            )),
             resume: script(RESUME),
             restore: script(RESTORE),
             missed: script(MISSED),
@@ -852,6 +854,21 @@ impl Scripts {
         }
     }
 }
+
+/// Makes the room's keys expire with its latest deadline, so an abandoned room leaves nothing
+/// behind. Called after every write that adds or removes a deadline or creates a key. Every
+/// script has it, the relay included (which does without the rest of the [`PRELUDE`]).
+const EXPIRE_KEYS: &str = r#"
+local function expire_keys(now)
+  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  if last[2] then
+    local ms = math.max(1, math.floor(tonumber(last[2]) - now))
+    for i = 1, 4 do
+      redis.call('PEXPIRE', KEYS[i], ms)
+    end
+  end
+end
+"#;
 
 /// Helpers every script starts with. KEYS are always the room's participants hash, users
 /// hash, expiry sorted set and seq hash, in that order; a participant's mailbox and channel
@@ -934,17 +951,6 @@ local function prune(now)
   PRUNE_END = #FACTS
 end
 
--- Makes the room's keys expire with its latest deadline, so an abandoned room leaves nothing
--- behind. Called after every write that adds or removes a deadline or creates a key.
-local function expire_keys(now)
-  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  if last[2] then
-    local ms = math.max(1, math.floor(tonumber(last[2]) - now))
-    for i = 1, 4 do
-      redis.call('PEXPIRE', KEYS[i], ms)
-    end
-  end
-end
 
 local function seq_of(item)
   return tonumber(string.match(item, '^(%d+) '))
@@ -1044,7 +1050,7 @@ return redis.call('HLEN', KEYS[1])
 /// cost more than this body's own work): it checks the target's own deadline instead of
 /// pruning the room (the participants' refreshes prune and announce), formats the seq once,
 /// and sets a key's expiry only when this call created the key (a refresh extends them
-/// afterwards). `PUBLISH` is defined before this, as for the other scripts.
+/// afterwards). `PUBLISH` and [`EXPIRE_KEYS`] are defined before this.
 const RELAY: &str = r#"
 local room = string.sub(KEYS[1], 1, #KEYS[1] - 13)
 local time = redis.call('TIME')
@@ -1066,13 +1072,8 @@ if length == 1 then
   redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
 end
 if count == 1 and redis.call('PTTL', KEYS[4]) < 0 then
-  -- The room's first relay to this target created its seq field: the keys expire with the
-  -- room's latest deadline, as after any write that creates a key.
-  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  local ms = math.max(1, math.floor(tonumber(last[2]) - now))
-  for i = 1, 4 do
-    redis.call('PEXPIRE', KEYS[i], ms)
-  end
+  -- The room's first relay to this target created the seq hash.
+  expire_keys(now)
 end
 redis.call(PUBLISH, room .. ':to:' .. to, payload)
 return count
