@@ -28,7 +28,7 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::protocol::{CloseCode, LeaveReason, Participant, ResumeToken, ServerMessage};
 use crate::store::{ParticipantEntry, StoreEvent};
 
-/// What a connection's writer task receives.
+/// What goes on a connection's outgoing queue, for its task to write to the socket.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A serialized server message.
@@ -61,8 +61,9 @@ impl SessionSignal {
 pub struct Member {
     tx: flume::Sender<Outbound>,
     signal: Arc<SessionSignal>,
-    /// The participant as the store keeps it, with the session's current resume token.
-    entry: ParticipantEntry,
+    /// The participant as the store keeps it, with the session's current resume token; shared
+    /// with the session, which keeps it to restore the entry.
+    entry: Arc<ParticipantEntry>,
     /// The highest relayed `seq` put on the queue.
     delivered: u64,
     /// Live messages held back while the session starts or is recovered; `None` otherwise.
@@ -76,7 +77,7 @@ pub struct Member {
 impl Member {
     /// A starting session whose client has already seen messages up to `delivered`.
     pub fn new(
-        entry: ParticipantEntry,
+        entry: Arc<ParticipantEntry>,
         tx: flume::Sender<Outbound>,
         signal: Arc<SessionSignal>,
         delivered: u64,
@@ -246,7 +247,7 @@ impl Hub {
                 member.hold(generation);
                 sessions.push(Snapshot {
                     room: room.clone(),
-                    entry: member.entry.clone(),
+                    entry: ParticipantEntry::clone(&member.entry),
                     delivered: member.delivered,
                 });
             }
@@ -386,7 +387,7 @@ impl Hub {
             .flat_map(|(room, members)| {
                 members.values().map(|m| Snapshot {
                     room: room.clone(),
-                    entry: m.entry.clone(),
+                    entry: ParticipantEntry::clone(&m.entry),
                     delivered: m.delivered,
                 })
             })
@@ -494,7 +495,7 @@ mod tests {
         };
         let signal = Arc::new(SessionSignal::default());
         (
-            Member::new(entry, tx, signal.clone(), delivered),
+            Member::new(Arc::new(entry), tx, signal.clone(), delivered),
             rx,
             signal,
         )

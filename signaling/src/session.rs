@@ -1,8 +1,8 @@
 //! One WebSocket connection, from the upgrade to the close.
 //!
-//! A join, followed from the socket to the reply: [`run`] splits the socket into a writer task
-//! ([`write_loop`]: draining the connection's bounded queue, sending pings) and the reader
-//! ([`read_loop`]), which waits on one timer for all its deadlines. The reader checks each
+//! A join, followed from the socket to the reply: [`run`] starts one task per connection
+//! ([`connection_loop`]), which waits on the socket, its bounded outgoing queue and one timer
+//! for all its deadlines (pings included). It writes what is queued, and checks each incoming
 //! frame (size, UTF-8, text only), the rate limit, and parses it with
 //! [`crate::protocol::parse_client_message`]. A `join` goes to [`join`]: the Room's placement
 //! from [`crate::rooms::RoomSource::resolve`], then [`crate::store::RoomStore::join`], which admits the participant
@@ -15,10 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::future::BoxFuture;
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::task::JoinHandle;
 
 use crate::auth::JoinClaims;
 use crate::hub::{Member, Outbound, SessionGuard, SessionSignal};
@@ -42,11 +39,10 @@ fn close_message(code: CloseCode) -> Message {
 
 struct Joined {
     room: RoomId,
-    id: ParticipantId,
     /// The participant as stored, with this session's resume token; kept to restore it after
     /// the store lost it (a Redis restart): the state is rebuilt from the connections that
-    /// are still here.
-    entry: ParticipantEntry,
+    /// are still here. Shared with this connection's entry in the hub.
+    entry: Arc<ParticipantEntry>,
     /// The room's SfuNode TURN URLs, for `iceServersRefresh`.
     turn_urls: Vec<String>,
     /// The room's SFU at join time, when its tokens need `sfuRefresh`.
@@ -54,6 +50,10 @@ struct Joined {
 }
 
 impl Joined {
+    fn id(&self) -> &ParticipantId {
+        &self.entry.id
+    }
+
     fn session(&self) -> Option<&ResumeToken> {
         self.entry.resume.as_ref()
     }
@@ -157,14 +157,14 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
     };
     let internal = || Refused::new(ErrorCode::Internal, "cannot make a resume token", None);
     let session = new_resume_token(&id).ok_or_else(internal)?;
-    let entry = ParticipantEntry {
+    let entry = Arc::new(ParticipantEntry {
         id: id.clone(),
         user: claims.user.clone(),
         name: claims.name.clone(),
         pod: state.pod.clone(),
         resume: Some(session.clone()),
         joined_at: Some(unix_now_ms()),
-    };
+    });
     let delivered = resume.as_ref().map_or(0, |r| r.last_seq);
     state.hub.register(
         room,
@@ -183,7 +183,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
     let entered = match &resume {
         None => state
             .store
-            .join(room, entry.clone(), max)
+            .join(room, ParticipantEntry::clone(&entry), max)
             .await
             .map(|admitted| (admitted.participants, 0, Vec::new())),
         Some(r) => state
@@ -248,7 +248,6 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
     tracing::debug!(room = %room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), resumed = resume.is_some(), "joined");
     Ok(Joined {
         room: room.clone(),
-        id,
         entry,
         turn_urls,
         sfu: sfu.filter(SfuRoute::has_token),
@@ -264,107 +263,129 @@ async fn undo_join(state: &AppState, room: &RoomId, id: &ParticipantId, session:
 
 /// Runs a connection until it closes.
 ///
-/// Not an `async fn`: an idle connection's whole cost is its task, so the socket is split and
-/// the writer started here, and the reader's future ([`read_loop`]) holds only what it needs
-/// across its awaits, not the unsplit socket and a copy of every argument.
+/// Not an `async fn`: an idle connection's whole cost is its task, so the state is built here
+/// and [`connection_loop`]'s future holds only what it needs across its awaits, not a copy of
+/// every argument.
 pub fn run(
     socket: WebSocket,
     state: Arc<AppState>,
     claims: JoinClaims,
 ) -> impl Future<Output = ()> + Send {
     let counted = state.hub.session_started();
-    let (sink, stream) = socket.split();
     let (tx, rx) = flume::bounded::<Outbound>(state.limits.send_queue.max(1));
-    let signal = Arc::new(SessionSignal::default());
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        signal.clone(),
-        state.limits.ping_interval,
-    ));
-    read_loop(Box::new(Connection {
+    connection_loop(Box::new(Connection {
         state,
         claims,
-        stream,
+        socket,
         tx,
-        signal,
-        writer,
+        rx,
+        signal: Arc::new(SessionSignal::default()),
         _counted: counted,
     }))
 }
 
-/// What the reader loop owns.
+/// What the connection's task owns.
 struct Connection {
     state: Arc<AppState>,
     claims: JoinClaims,
-    stream: SplitStream<WebSocket>,
+    socket: WebSocket,
+    /// The connection's own end of its outgoing queue: replies and `joined` go through it, so
+    /// they keep their order with what the hub queues.
     tx: flume::Sender<Outbound>,
+    rx: flume::Receiver<Outbound>,
     signal: Arc<SessionSignal>,
-    writer: JoinHandle<()>,
-    /// Counts the session as open for as long as the reader runs.
+    /// Counts the session as open for as long as the task runs.
     _counted: SessionGuard,
 }
 
-/// The only task that writes to the socket: drains the connection's queue and sends pings.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    rx: flume::Receiver<Outbound>,
-    signal: Arc<SessionSignal>,
-    ping_interval: Duration,
-) {
-    // One timer, re-armed after each ping, not one per message sent.
-    let ping = tokio::time::sleep(ping_interval);
-    tokio::pin!(ping);
-    loop {
-        tokio::select! {
-            // The kill comes first: a slow consumer's queue is full, so its close frame
-            // must not wait behind the messages it is not reading.
-            biased;
-            _ = signal.kill.notified() => {
-                // A slow consumer: its queue is full, so close it without waiting on it.
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(CloseCode::SlowConsumer))).await;
-                break;
-            }
-            next = rx.recv_async() => match next.ok() {
-                Some(Outbound::Text(text)) => {
-                    if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Outbound::Close(code)) => {
-                    let _ = sink.send(close_message(code)).await;
-                    break;
-                }
-                None => break,
-            },
-            () = &mut ping => {
-                ping.as_mut().reset(tokio::time::Instant::now() + ping_interval);
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = sink.close().await;
-}
-
-/// What woke the reader loop.
+/// What woke the connection's loop.
 enum Wake {
     Frame(Option<Result<Message, axum::Error>>),
+    /// A message from the outgoing queue (`None`: the queue is closed).
+    Outgoing(Option<Outbound>),
     /// The earliest of the connection's deadlines passed (see [`Deadlines`]).
     Timer,
     Stopped,
     Killed,
 }
 
-/// The reader's deadlines. The loop waits on one timer, for the earliest that applies, and
+/// Why the connection stopped writing to its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// A close frame was sent.
+    Closed,
+    /// The socket failed.
+    Broken,
+    /// The hub found the outgoing queue full: a slow consumer, to close with 4006.
+    SlowConsumer,
+}
+
+/// Sends one frame, unless the connection is killed as a slow consumer first: a client that
+/// reads nothing leaves the send pending, and its queue filling up is what ends the wait.
+async fn send(
+    socket: &mut WebSocket,
+    signal: &SessionSignal,
+    message: Message,
+) -> Result<(), WriteEnd> {
+    tokio::select! {
+        // The send first: almost every send completes at once, without waiting on the kill.
+        biased;
+        sent = socket.send(message) => sent.map_err(|_| WriteEnd::Broken),
+        _ = signal.kill.notified() => Err(WriteEnd::SlowConsumer),
+    }
+}
+
+/// Puts one queued message on the socket.
+async fn send_outbound(
+    socket: &mut WebSocket,
+    signal: &SessionSignal,
+    outbound: Outbound,
+) -> Result<(), WriteEnd> {
+    match outbound {
+        Outbound::Text(text) => send(socket, signal, Message::Text(text.as_ref().into())).await,
+        Outbound::Close(code) => {
+            // The close frame ends the writing either way.
+            let _ = send(socket, signal, close_message(code)).await;
+            Err(WriteEnd::Closed)
+        }
+    }
+}
+
+/// Runs `work` (a join or a relay, which wait on the store) while still writing queued
+/// messages to the socket, so what others send this client does not pile up in its queue
+/// behind its own request. Returns the work's outcome, and why writing ended if it did.
+async fn while_writing<T>(
+    socket: &mut WebSocket,
+    rx: &flume::Receiver<Outbound>,
+    signal: &SessionSignal,
+    work: impl Future<Output = T>,
+) -> (T, Option<WriteEnd>) {
+    tokio::pin!(work);
+    loop {
+        let outbound = tokio::select! {
+            biased;
+            done = &mut work => return (done, None),
+            next = rx.recv_async() => next,
+        };
+        let Ok(outbound) = outbound else {
+            return (work.await, None);
+        };
+        if let Err(end) = send_outbound(socket, signal, outbound).await {
+            return (work.await, Some(end));
+        }
+    }
+}
+
+/// The connection's deadlines. The loop waits on one timer, for the earliest that applies, and
 /// checks them all when it fires: one timer per connection instead of one per deadline, so
-/// an idle connection stays small and a message re-arms one timer, not five.
+/// an idle connection stays small and a message re-arms one timer, not six.
 struct Deadlines {
     /// Close with 4001 if no `join` came by then.
     join: tokio::time::Instant,
     /// The last frame received; the connection closes idle `idle_timeout` after it.
     last_seen: tokio::time::Instant,
+    /// Send a WebSocket ping.
+    ping: tokio::time::Instant,
     /// Send fresh TURN credentials (`iceServersRefresh`).
     ice_refresh: tokio::time::Instant,
     /// Send a fresh SFU token (`sfuRefresh`), at 2/3 of its lifetime from the last one.
@@ -373,16 +394,20 @@ struct Deadlines {
     keep_alive: tokio::time::Instant,
 }
 
-/// Reads frames until the connection ends: answers, relays and joins from here; then leaves
-/// or keeps the participant for a resume, and lets the writer finish.
-async fn read_loop(connection: Box<Connection>) {
+/// The connection, from its first frame to its end, in one task: it reads frames and answers,
+/// relays and joins from here, and writes its outgoing queue and pings to the socket. Then it
+/// leaves or keeps the participant for a resume, writes what is still queued and closes.
+///
+/// One task, not a reader and a writer: a connection spends its life waiting, and a second
+/// task with its own share of the socket cost every idle connection about a kilobyte.
+async fn connection_loop(connection: Box<Connection>) {
     let Connection {
         state,
         claims,
-        mut stream,
+        mut socket,
         tx,
+        rx,
         signal,
-        writer,
         _counted,
     } = {
         // Moved out in a block of its own, so the box is freed here rather than kept (empty)
@@ -405,6 +430,7 @@ async fn read_loop(connection: Box<Connection>) {
     let mut deadlines = Deadlines {
         join: started + limits.join_timeout,
         last_seen: started,
+        ping: started + limits.ping_interval,
         ice_refresh: started + refresh_delay(state.ice.credential_ttl),
         sfu_refresh: started + sfu_refresh_delay(state.sfu_token_ttl),
         keep_alive: started + keep_alive_every,
@@ -415,9 +441,12 @@ async fn read_loop(connection: Box<Connection>) {
     let reply = |message: ServerMessage| {
         let _ = tx.try_send(Outbound::Text(message.to_json().into()));
     };
+    // Set when this side decided to close; the close frame is queued behind the replies
+    // before it and sent once the loop has ended.
     let mut we_closed = false;
-    let mut close = |code: CloseCode| {
-        we_closed = true;
+    // Why writing ended, once it has.
+    let mut write_end: Option<WriteEnd> = None;
+    let close = |code: CloseCode| {
         let _ = tx.try_send(Outbound::Close(code));
     };
 
@@ -428,9 +457,12 @@ async fn read_loop(connection: Box<Connection>) {
     loop {
         let idle_at = deadlines.last_seen + limits.idle_timeout;
         let next_deadline = match &joined {
-            None => idle_at.min(deadlines.join),
+            None => idle_at.min(deadlines.join).min(deadlines.ping),
             Some(j) => {
-                let next = idle_at.min(deadlines.ice_refresh).min(deadlines.keep_alive);
+                let next = idle_at
+                    .min(deadlines.ping)
+                    .min(deadlines.ice_refresh)
+                    .min(deadlines.keep_alive);
                 if j.sfu.is_some() {
                     next.min(deadlines.sfu_refresh)
                 } else {
@@ -442,7 +474,8 @@ async fn read_loop(connection: Box<Connection>) {
             timer.as_mut().reset(next_deadline);
         }
         let wake = tokio::select! {
-            frame = stream.next() => Wake::Frame(frame),
+            frame = socket.next() => Wake::Frame(frame),
+            next = rx.recv_async() => Wake::Outgoing(next.ok()),
             () = &mut timer => Wake::Timer,
             // A pod going away: a joined session hears it from the hub (`reconnect`, then
             // 1001); one that has not joined has no session to resume and just gets 1001.
@@ -451,26 +484,47 @@ async fn read_loop(connection: Box<Connection>) {
         };
         let frame = match wake {
             Wake::Frame(frame) => frame,
+            Wake::Outgoing(Some(outbound)) => {
+                if let Err(end) = send_outbound(&mut socket, &signal, outbound).await {
+                    write_end = Some(end);
+                    // The hub (a kick, a replaced session, a room ended) closed it: finish
+                    // the close handshake as for any close of ours.
+                    we_closed = end == WriteEnd::Closed;
+                    break;
+                }
+                continue;
+            }
+            // Not while this task holds a sender: kept for completeness.
+            Wake::Outgoing(None) => break,
             Wake::Stopped => {
+                we_closed = true;
                 close(CloseCode::GoingAway);
                 break;
             }
             Wake::Killed => {
-                // A slow consumer. The hub wakes one waiter: pass the wake on to the writer,
-                // which sends the close frame with its code (4006); the reader stopping first
-                // would otherwise end the writer with a bare close frame.
-                signal.kill.notify_one();
+                write_end = Some(WriteEnd::SlowConsumer);
                 break;
             }
             Wake::Timer => {
                 let now = tokio::time::Instant::now();
                 if joined.is_none() && now >= deadlines.join {
+                    we_closed = true;
                     close(CloseCode::JoinTimeout);
                     break;
                 }
                 if now >= idle_at {
+                    we_closed = true;
                     close(CloseCode::IdleTimeout);
                     break;
+                }
+                if now >= deadlines.ping {
+                    deadlines.ping = now + limits.ping_interval;
+                    if let Err(end) =
+                        send(&mut socket, &signal, Message::Ping(Vec::new().into())).await
+                    {
+                        write_end = Some(end);
+                        break;
+                    }
                 }
                 let Some(j) = &joined else { continue };
                 if now >= deadlines.ice_refresh {
@@ -509,6 +563,7 @@ async fn read_loop(connection: Box<Connection>) {
         let text = match frame {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(_)) => {
+                we_closed = true;
                 close(CloseCode::UnsupportedData);
                 break;
             }
@@ -521,6 +576,7 @@ async fn read_loop(connection: Box<Connection>) {
                 let code = crate::protocol::close_for_receive_error(&error.to_string());
                 tracing::debug!(%error, close = code.map(CloseCode::code), "receive error");
                 if let Some(code) = code {
+                    we_closed = true;
                     close(code);
                 }
                 break;
@@ -537,6 +593,7 @@ async fn read_loop(connection: Box<Connection>) {
                 continue;
             }
             Admit::Close => {
+                we_closed = true;
                 close(CloseCode::PolicyViolation);
                 break;
             }
@@ -566,8 +623,6 @@ async fn read_loop(connection: Box<Connection>) {
             }
             (ClientMessage::Join { resume, .. }, None) => {
                 let resuming = resume.is_some();
-                // Boxed: kept inline, the join's awaits would make every connection's task as
-                // large as the join's biggest state, for the whole life of the connection.
                 let joining = Joining {
                     state: &state,
                     claims: &claims,
@@ -576,7 +631,10 @@ async fn read_loop(connection: Box<Connection>) {
                     resume,
                     msg_ref,
                 };
-                let outcome = Box::pin(join(joining)).await;
+                // Boxed: kept inline, the join's awaits would make every connection's task as
+                // large as the join's biggest state, for the whole life of the connection.
+                let (outcome, ended) =
+                    Box::pin(while_writing(&mut socket, &rx, &signal, join(joining))).await;
                 match outcome {
                     Ok(j) => {
                         let now = tokio::time::Instant::now();
@@ -597,6 +655,11 @@ async fn read_loop(connection: Box<Connection>) {
                         reply(refused.message);
                     }
                 }
+                if let Some(end) = ended {
+                    write_end = Some(end);
+                    we_closed = end == WriteEnd::Closed;
+                    break;
+                }
             }
             // `ping` needs no session: a client may measure the round trip before joining.
             (ClientMessage::Ping { .. }, _) => reply(ServerMessage::Pong { msg_ref }),
@@ -607,35 +670,47 @@ async fn read_loop(connection: Box<Connection>) {
                     msg_ref,
                 ));
             }
-            (ClientMessage::Offer { to, sdp, .. }, Some(j)) => {
-                let from = j.id.clone();
-                let message = ServerMessage::Offer { from, sdp, seq: 0 };
-                if let Some(error) = relay_boxed(&state, j, to, message, msg_ref).await {
-                    reply(error);
-                }
-            }
-            (ClientMessage::Answer { to, sdp, .. }, Some(j)) => {
-                let from = j.id.clone();
-                let message = ServerMessage::Answer { from, sdp, seq: 0 };
-                if let Some(error) = relay_boxed(&state, j, to, message, msg_ref).await {
-                    reply(error);
-                }
-            }
-            (ClientMessage::Candidate { to, candidate, .. }, Some(j)) => {
-                let from = j.id.clone();
-                let message = ServerMessage::Candidate {
-                    from,
-                    candidate,
-                    seq: 0,
-                };
-                if let Some(error) = relay_boxed(&state, j, to, message, msg_ref).await {
-                    reply(error);
-                }
-            }
             (ClientMessage::Leave { .. }, Some(_)) => {
                 left_on_purpose = true;
+                we_closed = true;
                 close(CloseCode::Normal);
                 break;
+            }
+            (relayed, Some(j)) => {
+                let from = j.id().clone();
+                let (to, message) = match relayed {
+                    ClientMessage::Offer { to, sdp, .. } => {
+                        (to, ServerMessage::Offer { from, sdp, seq: 0 })
+                    }
+                    ClientMessage::Answer { to, sdp, .. } => {
+                        (to, ServerMessage::Answer { from, sdp, seq: 0 })
+                    }
+                    ClientMessage::Candidate { to, candidate, .. } => (
+                        to,
+                        ServerMessage::Candidate {
+                            from,
+                            candidate,
+                            seq: 0,
+                        },
+                    ),
+                    ClientMessage::Join { .. }
+                    | ClientMessage::Ping { .. }
+                    | ClientMessage::Leave { .. } => continue,
+                };
+                // Boxed, and owning its message: kept inline, the relay's state and the
+                // message would make every connection's task that much larger for its whole
+                // life, though a connection spends almost all of it waiting, not relaying.
+                let work = relay_owned(&state, j, to, message, msg_ref);
+                let (refused, ended) =
+                    Box::pin(while_writing(&mut socket, &rx, &signal, work)).await;
+                if let Some(error) = refused {
+                    reply(error);
+                }
+                if let Some(end) = ended {
+                    write_end = Some(end);
+                    we_closed = end == WriteEnd::Closed;
+                    break;
+                }
             }
         }
     }
@@ -643,24 +718,32 @@ async fn read_loop(connection: Box<Connection>) {
     if let Some(j) = joined {
         let last_here = j
             .session()
-            .is_none_or(|session| state.hub.unregister(&j.room, &j.id, session));
+            .is_none_or(|session| state.hub.unregister(&j.room, j.id(), session));
         // A replaced session leaves the room state alone: a newer session owns it now.
         if left_on_purpose
             && !signal.was_replaced()
-            && let Err(error) = state.store.leave(&j.room, &j.id).await
+            && let Err(error) = state.store.leave(&j.room, j.id()).await
         {
             // The entry expires on its own after the participant TTL.
             tracing::debug!(%error, "cannot remove participant from the store");
         }
         if last_here {
-            state.store.unlisten(&j.room, &j.id).await;
+            state.store.unlisten(&j.room, j.id()).await;
         }
     }
-    if we_closed {
+    drop(tx);
+    // A client that reads nothing must not hold the connection for long: a few seconds let
+    // a slow consumer that reads again still get its 4006.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        finish_writing(&mut socket, &rx, &signal, write_end),
+    )
+    .await;
+    if we_closed && write_end != Some(WriteEnd::Broken) {
         // Finish the close handshake: read (and drop) what the client still sends until its
         // Close arrives, so the socket is not reset under a close frame it has not read yet.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(frame)) = stream.next().await {
+            while let Some(Ok(frame)) = socket.next().await {
                 if matches!(frame, Message::Close(_)) {
                     break;
                 }
@@ -668,36 +751,58 @@ async fn read_loop(connection: Box<Connection>) {
         })
         .await;
     }
-    drop(tx);
-    // A writer stuck on a client that reads nothing must not outlive the connection for
-    // long; a few seconds let a slow consumer that reads again still get its 4006.
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
+}
+
+/// The end of the writing: a slow consumer gets its 4006 at once, ahead of what it did not
+/// read; otherwise what is still queued goes out up to the close frame, or the socket is
+/// closed plainly (which also answers a close the client started).
+async fn finish_writing(
+    socket: &mut WebSocket,
+    rx: &flume::Receiver<Outbound>,
+    signal: &SessionSignal,
+    write_end: Option<WriteEnd>,
+) {
+    match write_end {
+        Some(WriteEnd::SlowConsumer) => {
+            let _ = socket.send(close_message(CloseCode::SlowConsumer)).await;
+        }
+        Some(WriteEnd::Closed | WriteEnd::Broken) => {}
+        None => {
+            while let Ok(outbound) = rx.try_recv() {
+                match send_outbound(socket, signal, outbound).await {
+                    Ok(()) => {}
+                    Err(WriteEnd::Closed) => return,
+                    Err(WriteEnd::SlowConsumer) => {
+                        let _ = socket.send(close_message(CloseCode::SlowConsumer)).await;
+                        return;
+                    }
+                    // A client that closed first takes nothing more but its close reply.
+                    Err(WriteEnd::Broken) => break,
+                }
+            }
+            let _ = socket.close().await;
+        }
     }
 }
 
 /// Extends the participant's entry, putting it back if the store lost it (but never one the
 /// application removed: its connection is closing).
 async fn keep_alive(state: &AppState, j: &Joined, signal: &SessionSignal) {
-    match state.store.refresh(&j.room, &j.id).await {
+    match state.store.refresh(&j.room, j.id()).await {
         Ok(true) => {}
         Ok(false) if signal.was_replaced() => {}
         Ok(false) => {
             let delivered = j
                 .session()
-                .and_then(|_| state.hub.delivered(&j.room, &j.id))
+                .and_then(|_| state.hub.delivered(&j.room, j.id()))
                 .unwrap_or(0);
             match state
                 .store
-                .restore(&j.room, j.entry.clone(), delivered)
+                .restore(&j.room, ParticipantEntry::clone(&j.entry), delivered)
                 .await
             {
                 Ok(true) => {
-                    tracing::info!(room = %j.room.as_str(), participant = %j.id.as_str(), "participant was missing from the room state; restored");
+                    tracing::info!(room = %j.room.as_str(), participant = %j.id().as_str(), "participant was missing from the room state; restored");
                 }
                 Ok(false) => {}
                 Err(error) => tracing::debug!(%error, "cannot restore participant"),
@@ -707,17 +812,15 @@ async fn keep_alive(state: &AppState, j: &Joined, signal: &SessionSignal) {
     }
 }
 
-/// [`relay`], on the heap and owning its message: kept inline, the relay's state and the
-/// message would make every connection's task that much larger for its whole life, though a
-/// connection spends almost all of it waiting for a frame, not relaying one.
-fn relay_boxed<'a>(
-    state: &'a AppState,
-    j: &'a Joined,
+/// [`relay`], owning its message, so the caller can box the whole of it.
+async fn relay_owned(
+    state: &AppState,
+    j: &Joined,
     to: ParticipantId,
     message: ServerMessage,
     msg_ref: Option<MsgRef>,
-) -> BoxFuture<'a, Option<ServerMessage>> {
-    Box::pin(async move { relay(state, j, &to, &message, msg_ref).await })
+) -> Option<ServerMessage> {
+    relay(state, j, &to, &message, msg_ref).await
 }
 
 /// How often a relay to a missing participant is tried again while the room is being rebuilt.
@@ -738,7 +841,7 @@ async fn relay(
     message: &ServerMessage,
     msg_ref: Option<MsgRef>,
 ) -> Option<ServerMessage> {
-    if *to == j.id {
+    if to == j.id() {
         // Yourself is not another participant: nothing to negotiate, so nothing is delivered.
         state
             .metrics
@@ -774,14 +877,14 @@ async fn relay(
         if !matches!(outcome, Ok(None)) || tokio::time::Instant::now() >= give_up {
             break outcome;
         }
-        match state.store.rebuilding(&j.room, &j.id).await {
+        match state.store.rebuilding(&j.room, j.id()).await {
             Ok(true) => {
                 // The sender is connected, so it belongs in the room: put it back at once
                 // if the state lost it (this is a no-op when it is there).
-                let delivered = state.hub.delivered(&j.room, &j.id).unwrap_or(0);
+                let delivered = state.hub.delivered(&j.room, j.id()).unwrap_or(0);
                 if let Err(error) = state
                     .store
-                    .restore(&j.room, j.entry.clone(), delivered)
+                    .restore(&j.room, ParticipantEntry::clone(&j.entry), delivered)
                     .await
                 {
                     break Err(error);
