@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::ids::{ParticipantId, RoomId};
@@ -40,8 +42,12 @@ pub enum Outbound {
 /// What the hub and a session share about the session's fate.
 #[derive(Debug, Default)]
 pub struct SessionSignal {
-    /// Woken when the connection must close although its queue is full.
-    pub kill: Notify,
+    /// Set when the connection must close although its queue is full (a slow consumer).
+    killed: AtomicBool,
+    /// The connection's task, woken when `killed` is set. A flag and one waker rather than a
+    /// `Notify`: only the connection's own task waits, and the future that waits for it is
+    /// part of every idle connection's task, so it should be small.
+    task: AtomicWaker,
     /// Set when the participant was taken from this session: a newer session took it over,
     /// or the application removed it (kick, room ended). The session then leaves the room
     /// state alone: it belongs to the newer session, or is gone and must stay gone (a restore
@@ -50,6 +56,34 @@ pub struct SessionSignal {
 }
 
 impl SessionSignal {
+    /// Marks the connection a slow consumer and wakes its task to close it.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Whether the connection was marked a slow consumer.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection is marked a slow consumer. For the connection's own task
+    /// only: a later waiter takes the wake from an earlier one.
+    pub fn killed(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_killed() {
+                return Poll::Ready(());
+            }
+            self.task.register(cx.waker());
+            // Checked again after registering, so a kill in between is not missed.
+            if self.is_killed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
     /// Whether the participant was taken from this session (replaced or removed).
     pub fn was_replaced(&self) -> bool {
         self.replaced.load(Ordering::Acquire)
@@ -108,7 +142,7 @@ impl Member {
         if self.tx.try_send(message).is_ok() {
             true
         } else {
-            self.signal.kill.notify_one();
+            self.signal.kill();
             false
         }
     }
@@ -671,7 +705,6 @@ mod tests {
     /// A full queue cuts the slow consumer instead of blocking the sender.
     #[test]
     fn slow_consumers_are_cut() {
-        use futures::FutureExt;
         let hub = Hub::default();
         let room = RoomId::parse("r").unwrap();
         let p1 = ParticipantId::parse("p1").unwrap();
@@ -680,9 +713,6 @@ mod tests {
         hub.release(&room, &p1, &token("rt1.a"), Vec::new());
         hub.on_event(message(&room, "p1", 1));
         hub.on_event(message(&room, "p1", 2));
-        assert!(
-            signal.kill.notified().now_or_never().is_some(),
-            "slow consumer not cut"
-        );
+        assert!(signal.is_killed(), "slow consumer not cut");
     }
 }

@@ -12,10 +12,12 @@
 //! delivers to the pod holding the target, whose [`crate::hub::Hub`] puts it on the socket.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::future::{self, Either, OptionFuture};
+use futures::{FutureExt, SinkExt, StreamExt};
 
 use crate::auth::JoinClaims;
 use crate::hub::{Member, Outbound, SessionGuard, SessionSignal};
@@ -269,7 +271,7 @@ async fn undo_join(state: &AppState, room: &RoomId, id: &ParticipantId, session:
 pub fn run(
     socket: WebSocket,
     state: Arc<AppState>,
-    claims: JoinClaims,
+    claims: Box<JoinClaims>,
 ) -> impl Future<Output = ()> + Send {
     let counted = state.hub.session_started();
     let (tx, rx) = flume::bounded::<Outbound>(state.limits.send_queue.max(1));
@@ -287,7 +289,7 @@ pub fn run(
 /// What the connection's task owns.
 struct Connection {
     state: Arc<AppState>,
-    claims: JoinClaims,
+    claims: Box<JoinClaims>,
     socket: WebSocket,
     /// The connection's own end of its outgoing queue: replies and `joined` go through it, so
     /// they keep their order with what the hub queues.
@@ -322,31 +324,73 @@ enum WriteEnd {
 
 /// Sends one frame, unless the connection is killed as a slow consumer first: a client that
 /// reads nothing leaves the send pending, and its queue filling up is what ends the wait.
-async fn send(
-    socket: &mut WebSocket,
-    signal: &SessionSignal,
+///
+/// Almost every send completes at once, so it is first tried without waiting; only a send
+/// that must wait for the client goes on the heap. Kept inline, a waiting send's state would
+/// be part of every connection's task for its whole life.
+fn send<'a>(
+    socket: &'a mut WebSocket,
+    signal: &'a SessionSignal,
     message: Message,
-) -> Result<(), WriteEnd> {
-    tokio::select! {
-        // The send first: almost every send completes at once, without waiting on the kill.
-        biased;
-        sent = socket.send(message) => sent.map_err(|_| WriteEnd::Broken),
-        _ = signal.kill.notified() => Err(WriteEnd::SlowConsumer),
+) -> impl Future<Output = Result<(), WriteEnd>> + Send + 'a {
+    let mut message = Some(message);
+    let at_once = poll_send(
+        socket,
+        &mut message,
+        &mut Context::from_waker(Waker::noop()),
+    );
+    match at_once {
+        Poll::Ready(sent) => Either::Left(future::ready(sent)),
+        Poll::Pending => Either::Right(Box::pin(send_waiting(socket, signal, message))),
     }
 }
 
-/// Puts one queued message on the socket.
-async fn send_outbound(
+/// A send that has to wait for the client to read.
+async fn send_waiting(
     socket: &mut WebSocket,
     signal: &SessionSignal,
-    outbound: Outbound,
+    mut message: Option<Message>,
 ) -> Result<(), WriteEnd> {
+    tokio::select! {
+        biased;
+        sent = std::future::poll_fn(|cx| poll_send(socket, &mut message, cx)) => sent,
+        () = signal.killed() => Err(WriteEnd::SlowConsumer),
+    }
+}
+
+/// Hands `message` (if not handed over yet) to the socket and flushes it.
+fn poll_send(
+    socket: &mut WebSocket,
+    message: &mut Option<Message>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), WriteEnd>> {
+    if message.is_some() {
+        match socket.poll_ready_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(WriteEnd::Broken)),
+            Poll::Ready(Ok(())) => {}
+        }
+        if let Some(message) = message.take()
+            && socket.start_send_unpin(message).is_err()
+        {
+            return Poll::Ready(Err(WriteEnd::Broken));
+        }
+    }
+    socket.poll_flush_unpin(cx).map_err(|_| WriteEnd::Broken)
+}
+
+/// Puts one queued message on the socket; a close frame ends the writing either way.
+fn send_outbound<'a>(
+    socket: &'a mut WebSocket,
+    signal: &'a SessionSignal,
+    outbound: Outbound,
+) -> impl Future<Output = Result<(), WriteEnd>> + Send + 'a {
     match outbound {
-        Outbound::Text(text) => send(socket, signal, Message::Text(text.as_ref().into())).await,
+        Outbound::Text(text) => {
+            Either::Left(send(socket, signal, Message::Text(text.as_ref().into())))
+        }
         Outbound::Close(code) => {
-            // The close frame ends the writing either way.
-            let _ = send(socket, signal, close_message(code)).await;
-            Err(WriteEnd::Closed)
+            Either::Right(send(socket, signal, close_message(code)).map(|_| Err(WriteEnd::Closed)))
         }
     }
 }
@@ -394,6 +438,97 @@ struct Deadlines {
     keep_alive: tokio::time::Instant,
 }
 
+/// A parsed client message, as the connection acts on it.
+enum Request {
+    Join {
+        resume: Option<Resume>,
+        msg_ref: Option<MsgRef>,
+    },
+    Relay {
+        to: ParticipantId,
+        relayed: Relayed,
+        msg_ref: Option<MsgRef>,
+    },
+    Leave {
+        msg_ref: Option<MsgRef>,
+    },
+    Ping {
+        msg_ref: Option<MsgRef>,
+    },
+}
+
+/// What an offer, answer or candidate carries to its target.
+enum Relayed {
+    Offer(crate::protocol::Sdp),
+    Answer(crate::protocol::Sdp),
+    Candidate(crate::protocol::IceCandidate),
+}
+
+impl Relayed {
+    /// The message the target receives; the store sets its `seq`.
+    fn into_message(self, from: ParticipantId) -> ServerMessage {
+        match self {
+            Relayed::Offer(sdp) => ServerMessage::Offer { from, sdp, seq: 0 },
+            Relayed::Answer(sdp) => ServerMessage::Answer { from, sdp, seq: 0 },
+            Relayed::Candidate(candidate) => ServerMessage::Candidate {
+                from,
+                candidate,
+                seq: 0,
+            },
+        }
+    }
+}
+
+impl From<ClientMessage> for Request {
+    fn from(message: ClientMessage) -> Self {
+        match message {
+            ClientMessage::Join {
+                resume, msg_ref, ..
+            } => Request::Join { resume, msg_ref },
+            ClientMessage::Offer { to, sdp, msg_ref } => Request::Relay {
+                to,
+                relayed: Relayed::Offer(sdp),
+                msg_ref,
+            },
+            ClientMessage::Answer { to, sdp, msg_ref } => Request::Relay {
+                to,
+                relayed: Relayed::Answer(sdp),
+                msg_ref,
+            },
+            ClientMessage::Candidate {
+                to,
+                candidate,
+                msg_ref,
+            } => Request::Relay {
+                to,
+                relayed: Relayed::Candidate(candidate),
+                msg_ref,
+            },
+            ClientMessage::Leave { msg_ref } => Request::Leave { msg_ref },
+            ClientMessage::Ping { msg_ref } => Request::Ping { msg_ref },
+        }
+    }
+}
+
+fn not_joined(msg_ref: Option<MsgRef>) -> ServerMessage {
+    ServerMessage::error(ErrorCode::NotJoined, "send join first", msg_ref)
+}
+
+/// Where the connection is: waiting for its `join`, with the token's claims, or joined.
+enum Phase {
+    Waiting(Box<JoinClaims>),
+    Joined(Box<Joined>),
+}
+
+impl Phase {
+    fn joined(&self) -> Option<&Joined> {
+        match self {
+            Phase::Waiting(_) => None,
+            Phase::Joined(j) => Some(j),
+        }
+    }
+}
+
 /// The connection, from its first frame to its end, in one task: it reads frames and answers,
 /// relays and joins from here, and writes its outgoing queue and pings to the socket. Then it
 /// leaves or keeps the participant for a resume, writes what is still queued and closes.
@@ -422,9 +557,9 @@ async fn connection_loop(connection: Box<Connection>) {
         limits.flood_strikes,
         Instant::now(),
     );
-    // Boxed: a joined connection's state is needed only once it has joined, and kept inline
-    // it would take its room in every connection's task from the start.
-    let mut joined: Option<Box<Joined>> = None;
+    // Boxed both ways: the token's claims are needed only until the join, and the joined
+    // state only after it; kept inline, both would be part of every connection's task.
+    let mut phase = Phase::Waiting(claims);
     let started = tokio::time::Instant::now();
     let keep_alive_every = (state.store.participant_ttl() / 3).max(Duration::from_millis(100));
     let mut deadlines = Deadlines {
@@ -456,7 +591,7 @@ async fn connection_loop(connection: Box<Connection>) {
     tokio::pin!(timer);
     loop {
         let idle_at = deadlines.last_seen + limits.idle_timeout;
-        let next_deadline = match &joined {
+        let next_deadline = match phase.joined() {
             None => idle_at.min(deadlines.join).min(deadlines.ping),
             Some(j) => {
                 let next = idle_at
@@ -473,14 +608,20 @@ async fn connection_loop(connection: Box<Connection>) {
         if timer.is_elapsed() || next_deadline < timer.deadline() {
             timer.as_mut().reset(next_deadline);
         }
+        let stopped: OptionFuture<_> = phase
+            .joined()
+            .is_none()
+            .then(|| Box::pin(state.hub.stopped()))
+            .into();
         let wake = tokio::select! {
             frame = socket.next() => Wake::Frame(frame),
             next = rx.recv_async() => Wake::Outgoing(next.ok()),
             () = &mut timer => Wake::Timer,
             // A pod going away: a joined session hears it from the hub (`reconnect`, then
             // 1001); one that has not joined has no session to resume and just gets 1001.
-            _ = state.hub.stopped(), if joined.is_none() => Wake::Stopped,
-            _ = signal.kill.notified() => Wake::Killed,
+            // Boxed, and only until the join: it is a connection's largest wait otherwise.
+            _ = stopped, if phase.joined().is_none() => Wake::Stopped,
+            () = signal.killed() => Wake::Killed,
         };
         let frame = match wake {
             Wake::Frame(frame) => frame,
@@ -507,7 +648,7 @@ async fn connection_loop(connection: Box<Connection>) {
             }
             Wake::Timer => {
                 let now = tokio::time::Instant::now();
-                if joined.is_none() && now >= deadlines.join {
+                if phase.joined().is_none() && now >= deadlines.join {
                     we_closed = true;
                     close(CloseCode::JoinTimeout);
                     break;
@@ -526,12 +667,12 @@ async fn connection_loop(connection: Box<Connection>) {
                         break;
                     }
                 }
-                let Some(j) = &joined else { continue };
+                let Some(j) = phase.joined() else { continue };
                 if now >= deadlines.ice_refresh {
                     // Fresh TURN credentials before the old ones expire: long calls keep
                     // working.
                     reply(ServerMessage::IceServersRefresh {
-                        ice_servers: state.ice.servers_for(claims.user.as_str(), &j.turn_urls),
+                        ice_servers: state.ice.servers_for(j.entry.user.as_str(), &j.turn_urls),
                     });
                     deadlines.ice_refresh = now + refresh_delay(state.ice.credential_ttl);
                 }
@@ -552,7 +693,9 @@ async fn connection_loop(connection: Box<Connection>) {
                         tokio::time::Instant::now() + sfu_refresh_delay(state.sfu_token_ttl);
                 }
                 if now >= deadlines.keep_alive {
-                    keep_alive(&state, j, &signal).await;
+                    // Boxed: it runs every third of a TTL, and inline it would make every
+                    // connection's task larger.
+                    Box::pin(keep_alive(&state, j, &signal)).await;
                     deadlines.keep_alive = now + keep_alive_every;
                 }
                 continue;
@@ -560,72 +703,78 @@ async fn connection_loop(connection: Box<Connection>) {
         };
         let Some(frame) = frame else { break };
         deadlines.last_seen = tokio::time::Instant::now();
-        let text = match frame {
-            Ok(Message::Text(text)) => text,
-            Ok(Message::Binary(_)) => {
-                we_closed = true;
-                close(CloseCode::UnsupportedData);
-                break;
-            }
-            Ok(Message::Close(frame)) => {
-                left_on_purpose = frame.is_some_and(|f| f.code == 1000);
-                break;
-            }
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Err(error) => {
-                let code = crate::protocol::close_for_receive_error(&error.to_string());
-                tracing::debug!(%error, close = code.map(CloseCode::code), "receive error");
-                if let Some(code) = code {
+        // The frame and the parsed message end in this block: only the small `Request` is
+        // kept across the awaits that follow, not every connection's largest message.
+        let request = {
+            let text = match frame {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Binary(_)) => {
                     we_closed = true;
-                    close(code);
+                    close(CloseCode::UnsupportedData);
+                    break;
                 }
-                break;
+                Ok(Message::Close(frame)) => {
+                    left_on_purpose = frame.is_some_and(|f| f.code == 1000);
+                    break;
+                }
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Err(error) => {
+                    let code = crate::protocol::close_for_receive_error(&error.to_string());
+                    tracing::debug!(%error, close = code.map(CloseCode::code), "receive error");
+                    if let Some(code) = code {
+                        we_closed = true;
+                        close(code);
+                    }
+                    break;
+                }
+            };
+            match bucket.admit(Instant::now()) {
+                Admit::Yes => {}
+                Admit::Refuse => {
+                    reply(ServerMessage::error(
+                        ErrorCode::RateLimited,
+                        "too many messages; slow down",
+                        None,
+                    ));
+                    continue;
+                }
+                Admit::Close => {
+                    we_closed = true;
+                    close(CloseCode::PolicyViolation);
+                    break;
+                }
+            }
+            match parse_client_message(text.as_str()) {
+                Ok(message) => Request::from(message),
+                Err(error) => {
+                    // A `join` refused for its fields or version is a failed join too.
+                    if let Some(resuming) = crate::protocol::join_attempt(text.as_str()) {
+                        state.metrics.join_refused(resuming, error.code());
+                    }
+                    reply(error.to_server_message());
+                    continue;
+                }
             }
         };
-        match bucket.admit(Instant::now()) {
-            Admit::Yes => {}
-            Admit::Refuse => {
-                reply(ServerMessage::error(
-                    ErrorCode::RateLimited,
-                    "too many messages; slow down",
-                    None,
-                ));
-                continue;
-            }
-            Admit::Close => {
-                we_closed = true;
-                close(CloseCode::PolicyViolation);
-                break;
-            }
-        }
-        let message = match parse_client_message(text.as_str()) {
-            Ok(message) => message,
-            Err(error) => {
-                // A `join` refused for its fields or version is a failed join too.
-                if let Some(resuming) = crate::protocol::join_attempt(text.as_str()) {
-                    state.metrics.join_refused(resuming, error.code());
-                }
-                reply(error.to_server_message());
-                continue;
-            }
-        };
-        let msg_ref = message.msg_ref().cloned();
-        match (message, &joined) {
-            (ClientMessage::Join { resume, .. }, Some(_)) => {
-                state
-                    .metrics
-                    .join_refused(resume.is_some(), ErrorCode::AlreadyJoined);
-                reply(ServerMessage::error(
-                    ErrorCode::AlreadyJoined,
-                    "this connection has already joined",
-                    msg_ref,
-                ));
-            }
-            (ClientMessage::Join { resume, .. }, None) => {
+        match request {
+            // `ping` needs no session: a client may measure the round trip before joining.
+            Request::Ping { msg_ref } => reply(ServerMessage::Pong { msg_ref }),
+            Request::Join { resume, msg_ref } => {
                 let resuming = resume.is_some();
+                let Phase::Waiting(claims) = &phase else {
+                    state
+                        .metrics
+                        .join_refused(resuming, ErrorCode::AlreadyJoined);
+                    reply(ServerMessage::error(
+                        ErrorCode::AlreadyJoined,
+                        "this connection has already joined",
+                        msg_ref,
+                    ));
+                    continue;
+                };
                 let joining = Joining {
                     state: &state,
-                    claims: &claims,
+                    claims,
                     tx: &tx,
                     signal: &signal,
                     resume,
@@ -648,7 +797,7 @@ async fn connection_loop(connection: Box<Connection>) {
                             &state.metrics.joins
                         };
                         counter.inc();
-                        joined = Some(Box::new(j));
+                        phase = Phase::Joined(Box::new(j));
                     }
                     Err(refused) => {
                         state.metrics.join_refused(resuming, refused.code);
@@ -661,42 +810,26 @@ async fn connection_loop(connection: Box<Connection>) {
                     break;
                 }
             }
-            // `ping` needs no session: a client may measure the round trip before joining.
-            (ClientMessage::Ping { .. }, _) => reply(ServerMessage::Pong { msg_ref }),
-            (_, None) => {
-                reply(ServerMessage::error(
-                    ErrorCode::NotJoined,
-                    "send join first",
-                    msg_ref,
-                ));
-            }
-            (ClientMessage::Leave { .. }, Some(_)) => {
+            Request::Leave { msg_ref } => {
+                if phase.joined().is_none() {
+                    reply(not_joined(msg_ref));
+                    continue;
+                }
                 left_on_purpose = true;
                 we_closed = true;
                 close(CloseCode::Normal);
                 break;
             }
-            (relayed, Some(j)) => {
-                let from = j.id().clone();
-                let (to, message) = match relayed {
-                    ClientMessage::Offer { to, sdp, .. } => {
-                        (to, ServerMessage::Offer { from, sdp, seq: 0 })
-                    }
-                    ClientMessage::Answer { to, sdp, .. } => {
-                        (to, ServerMessage::Answer { from, sdp, seq: 0 })
-                    }
-                    ClientMessage::Candidate { to, candidate, .. } => (
-                        to,
-                        ServerMessage::Candidate {
-                            from,
-                            candidate,
-                            seq: 0,
-                        },
-                    ),
-                    ClientMessage::Join { .. }
-                    | ClientMessage::Ping { .. }
-                    | ClientMessage::Leave { .. } => continue,
+            Request::Relay {
+                to,
+                relayed,
+                msg_ref,
+            } => {
+                let Some(j) = phase.joined() else {
+                    reply(not_joined(msg_ref));
+                    continue;
                 };
+                let message = relayed.into_message(j.id().clone());
                 // Boxed, and owning its message: kept inline, the relay's state and the
                 // message would make every connection's task that much larger for its whole
                 // life, though a connection spends almost all of it waiting, not relaying.
@@ -715,7 +848,7 @@ async fn connection_loop(connection: Box<Connection>) {
         }
     }
 
-    if let Some(j) = joined {
+    if let Phase::Joined(j) = phase {
         let last_here = j
             .session()
             .is_none_or(|session| state.hub.unregister(&j.room, j.id(), session));
@@ -732,6 +865,19 @@ async fn connection_loop(connection: Box<Connection>) {
         }
     }
     drop(tx);
+    // Boxed: it runs once, at the end, and inline its state would be part of every
+    // connection's task from the start.
+    Box::pin(close_socket(socket, rx, signal, write_end, we_closed)).await;
+}
+
+/// Writes what is left and closes the socket.
+async fn close_socket(
+    mut socket: WebSocket,
+    rx: flume::Receiver<Outbound>,
+    signal: Arc<SessionSignal>,
+    write_end: Option<WriteEnd>,
+    we_closed: bool,
+) {
     // A client that reads nothing must not hold the connection for long: a few seconds let
     // a slow consumer that reads again still get its 4006.
     let _ = tokio::time::timeout(

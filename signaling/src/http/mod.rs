@@ -117,6 +117,9 @@ async fn websocket(
         Err(rejection) => return rejection.into_response(),
     };
     let limit = state.limits.max_message_bytes;
+    // Boxed: the claims wait inside every connection's task until its `join`, and are dropped
+    // after it.
+    let claims = Box::new(claims);
     upgrade
         // Small buffers: most signaling messages are a few hundred bytes, and the library's
         // 128 KiB default per connection would dominate memory at high connection counts. The
