@@ -199,3 +199,79 @@ fn the_options_tables_match_the_binaries() {
         "switchboard-signaling dev --help (--janus*) vs docs/operations.md"
     );
 }
+
+/// Both binaries log to stderr, without colour codes when it is not a terminal: stdout stays
+/// for what a command prints on purpose, and log files and pipelines get plain lines.
+#[test]
+fn logs_go_to_stderr_without_colour_codes() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    // The operator cannot reach a cluster, logs why and exits.
+    let operator = workspace_binary("switchboard-operator", "switchboard-operator").unwrap();
+    let output = Command::new(&operator)
+        .env("RUST_LOG", "info")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "operator stdout: {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        stderr.contains("cannot connect to Kubernetes"),
+        "operator stderr: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "colour codes in {stderr:?}");
+
+    // The signaling server logs that it serves, then runs until stopped.
+    let signaling = workspace_binary("switchboard-signaling", "switchboard-signaling").unwrap();
+    let mut child = Command::new(&signaling)
+        .args([
+            "serve",
+            "--listen=127.0.0.1:0",
+            "--jwt-hs256=test=switchboard-test-secret-0123456789abcdef",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let serving = loop {
+        match seen.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("serving signaling") => break line,
+            Ok(_) => {}
+            Err(error) => {
+                let _ = child.kill();
+                panic!("no \"serving signaling\" on stderr: {error}");
+            }
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.is_empty(), "signaling stdout: {stdout:?}");
+    assert!(!serving.contains('\u{1b}'), "colour codes in {serving:?}");
+}

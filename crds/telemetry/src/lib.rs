@@ -6,6 +6,8 @@
 
 pub mod bounded;
 
+use std::io::IsTerminal;
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -42,7 +44,12 @@ pub fn init(format: LogFormat, default_filter: &str) -> bool {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        // Logs go to stderr, so stdout stays for what a command prints on purpose (a token,
+        // a Room manifest).
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in files or log pipelines.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.try_init().is_ok(),
         LogFormat::Json => builder.json().flatten_event(true).try_init().is_ok(),
