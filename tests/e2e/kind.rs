@@ -625,7 +625,11 @@ async fn rollout_restart_during_relay_loses_nothing() {
         let mut distinct = got.to_vec();
         distinct.dedup();
         let expected: Vec<u32> = (1..=round).collect();
-        assert_eq!(distinct, expected, "{}: every round, in order: {got:?}", peer.user);
+        assert_eq!(
+            distinct, expected,
+            "{}: every round, in order: {got:?}",
+            peer.user
+        );
         for r in 1..=round {
             let arrived = got.iter().filter(|&&g| g == r).count();
             let sent = sends.get(&(sender, r)).copied().unwrap_or(0) as usize;

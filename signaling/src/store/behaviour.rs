@@ -47,6 +47,7 @@ where
         refresh_keeps_alive(make(SHORT_TTL).await),
         relay_reaches_the_target_in_order(make(LONG_TTL).await),
         concurrent_relays_across_rooms(make(LONG_TTL).await),
+        concurrent_listens_all_hear(make(LONG_TTL).await),
         presence_is_announced(make(LONG_TTL).await),
         expiry_is_announced(make(SHORT_TTL).await),
         resume_replays_what_was_missed(make(LONG_TTL).await),
@@ -591,6 +592,60 @@ pub async fn concurrent_relays_across_rooms(store: impl RoomStore) {
             "room {i}'s mailbox"
         );
     }
+}
+
+/// Many joins subscribing at once (which the Redis store sends as a few `SUBSCRIBE`s of many
+/// channels), with unlistens among them: every listen is confirmed, each listening target
+/// gets what is relayed to it exactly once, and a target whose listen was taken back gets
+/// nothing.
+pub async fn concurrent_listens_all_hear(store: impl RoomStore) {
+    const ROOMS: usize = 48;
+    let mut events = store.events().expect("first events() call");
+    let rooms: Vec<RoomId> = (0..ROOMS).map(|_| room("listens")).collect();
+    for room in &rooms {
+        store.join(room, entry("p-a", "alice"), 10).await.unwrap();
+        store.join(room, entry("p-t", "bob"), 10).await.unwrap();
+    }
+    // Every third room's target listens and then stops listening; the rest keep listening.
+    let keeps = |i: usize| !i.is_multiple_of(3);
+    let listens = rooms.iter().enumerate().map(|(i, room)| {
+        let store = &store;
+        async move {
+            store.listen(room, &pid("p-t")).await.unwrap();
+            if !keeps(i) {
+                store.unlisten(room, &pid("p-t")).await;
+            }
+        }
+    });
+    futures::future::join_all(listens).await;
+    for (i, room) in rooms.iter().enumerate() {
+        let seq = store
+            .relay(room, &pid("p-t"), &offer("p-a", &format!("v=0 r{i}")))
+            .await
+            .unwrap();
+        assert_eq!(seq, Some(1), "room {i}");
+    }
+    let mut heard = Vec::new();
+    for _ in (0..ROOMS).filter(|&i| keeps(i)) {
+        match next_event(&mut events).await {
+            StoreEvent::Message {
+                room, seq, text, ..
+            } => {
+                let i = rooms.iter().position(|r| *r == room).unwrap();
+                assert_eq!(seq, 1, "{text}");
+                assert!(
+                    text.contains(&format!("v=0 r{i}\"")),
+                    "{text} is room {i}'s"
+                );
+                heard.push(i);
+            }
+            other => panic!("expected a relayed message, got {other:?}"),
+        }
+    }
+    heard.sort_unstable();
+    let expected: Vec<usize> = (0..ROOMS).filter(|&i| keeps(i)).collect();
+    assert_eq!(heard, expected, "the listening targets, once each");
+    expect_quiet(&mut events).await;
 }
 
 /// Joins, leaves and replacements are announced to the others (not to the subject), with the

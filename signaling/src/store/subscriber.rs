@@ -24,6 +24,8 @@ use crate::protocol::{LeaveReason, ResumeToken};
 
 /// Subscriptions sent per SUBSCRIBE when re-subscribing after a reconnect.
 const RESUBSCRIBE_BATCH: usize = 512;
+/// The most commands taken off the queue for one round of `SUBSCRIBE`/`UNSUBSCRIBE`.
+const COMMAND_BATCH: usize = 512;
 /// The longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the link is checked with a PING. A subscribed connection is otherwise silent, so
@@ -243,31 +245,21 @@ async fn serve(
                     _ => {}
                 }
             }
-            command = commands.recv() => match command {
-                None => return true,
-                Some(Command::Listen(channel, reply)) => {
-                    if reply.is_closed() {
-                        continue;
-                    }
-                    let result = connection.subscribe(&channel).await;
-                    let failed = result.is_err();
-                    if !failed {
-                        channels.insert(channel);
-                    }
-                    let _ = reply.send(result);
-                    if failed {
-                        return false;
+            command = commands.recv() => {
+                let Some(command) = command else { return true };
+                // Everything else already queued goes with it: while one SUBSCRIBE is out,
+                // the joins of that moment queue up, and the next one carries them all.
+                let mut batch = vec![command];
+                while batch.len() < COMMAND_BATCH {
+                    match commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
                     }
                 }
-                Some(Command::Unlisten(channel, done)) => {
-                    channels.remove(&channel);
-                    let failed = connection.unsubscribe(&channel).await.is_err();
-                    let _ = done.send(());
-                    if failed {
-                        return false;
-                    }
+                if !apply(connection, batch, channels).await {
+                    return false;
                 }
-            },
+            }
             _ = check.tick() => {
                 let command = redis::cmd("PING");
                 let ping = command.query_async::<Value>(connection);
@@ -285,6 +277,66 @@ async fn serve(
             }
         }
     }
+}
+
+/// Sends `batch` in order, each run of listens as one `SUBSCRIBE` and each run of unlistens as
+/// one `UNSUBSCRIBE`, and answers every caller. False when Redis refused one, which means the
+/// link is no longer usable.
+async fn apply(
+    connection: &mut MultiplexedConnection,
+    batch: Vec<Command>,
+    channels: &mut HashSet<String>,
+) -> bool {
+    let mut batch = batch.into_iter().peekable();
+    while let Some(command) = batch.next() {
+        match command {
+            Command::Listen(channel, reply) => {
+                let mut run = vec![(channel, reply)];
+                while let Some(Command::Listen(..)) = batch.peek() {
+                    if let Some(Command::Listen(channel, reply)) = batch.next() {
+                        run.push((channel, reply));
+                    }
+                }
+                // A caller that gave up (its timeout passed) no longer needs the channel.
+                run.retain(|(_, reply)| !reply.is_closed());
+                if run.is_empty() {
+                    continue;
+                }
+                let names: Vec<&str> = run.iter().map(|(channel, _)| channel.as_str()).collect();
+                let result = connection.subscribe(&names).await;
+                let failed = result.is_err();
+                for (channel, reply) in run {
+                    if !failed {
+                        channels.insert(channel);
+                    }
+                    let _ = reply.send(result.clone());
+                }
+                if failed {
+                    return false;
+                }
+            }
+            Command::Unlisten(channel, done) => {
+                let mut run = vec![(channel, done)];
+                while let Some(Command::Unlisten(..)) = batch.peek() {
+                    if let Some(Command::Unlisten(channel, done)) = batch.next() {
+                        run.push((channel, done));
+                    }
+                }
+                for (channel, _) in &run {
+                    channels.remove(channel);
+                }
+                let names: Vec<&str> = run.iter().map(|(channel, _)| channel.as_str()).collect();
+                let failed = connection.unsubscribe(&names).await.is_err();
+                for (_, done) in run {
+                    let _ = done.send(());
+                }
+                if failed {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 async fn run_cluster(
