@@ -7,7 +7,7 @@
 //! subscribes to every channel again, and then reports [`StoreEvent::Restored`] so the server
 //! can tell clients what they may have missed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -247,16 +247,7 @@ async fn serve(
             }
             command = commands.recv() => {
                 let Some(command) = command else { return true };
-                // Everything else already queued goes with it: while one SUBSCRIBE is out,
-                // the joins of that moment queue up, and the next one carries them all.
-                let mut batch = vec![command];
-                while batch.len() < COMMAND_BATCH {
-                    match commands.try_recv() {
-                        Ok(command) => batch.push(command),
-                        Err(_) => break,
-                    }
-                }
-                if !apply(connection, batch, channels).await {
+                if !apply(connection, take_batch(command, commands), channels).await {
                     return false;
                 }
             }
@@ -279,24 +270,50 @@ async fn serve(
     }
 }
 
-/// Sends `batch` in order, each run of listens as one `SUBSCRIBE` and each run of unlistens as
+/// Takes the first command and everything else already queued (at most [`COMMAND_BATCH`]):
+/// while one `SUBSCRIBE` is out, the joins of that moment queue up, and the next one carries
+/// them all.
+fn take_batch(first: Command, commands: &mut mpsc::UnboundedReceiver<Command>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(command) = next.take() {
+        taken += 1;
+        match (command, runs.last_mut()) {
+            (Command::Listen(channel, reply), Some(Run::Listen(run))) => run.push((channel, reply)),
+            (Command::Listen(channel, reply), _) => runs.push(Run::Listen(vec![(channel, reply)])),
+            (Command::Unlisten(channel, done), Some(Run::Unlisten(run))) => {
+                run.push((channel, done))
+            }
+            (Command::Unlisten(channel, done), _) => {
+                runs.push(Run::Unlisten(vec![(channel, done)]))
+            }
+        }
+        if taken < COMMAND_BATCH {
+            next = commands.try_recv().ok();
+        }
+    }
+    runs
+}
+
+/// Consecutive commands of one kind, sent together; runs keep their order, so a channel's
+/// listen and unlisten reach Redis in the order they were asked for.
+enum Run {
+    Listen(Vec<(String, oneshot::Sender<redis::RedisResult<()>>)>),
+    Unlisten(Vec<(String, oneshot::Sender<()>)>),
+}
+
+/// Sends `runs` in order, each run of listens as one `SUBSCRIBE` and each run of unlistens as
 /// one `UNSUBSCRIBE`, and answers every caller. False when Redis refused one, which means the
 /// link is no longer usable.
 async fn apply(
     connection: &mut MultiplexedConnection,
-    batch: Vec<Command>,
+    runs: Vec<Run>,
     channels: &mut HashSet<String>,
 ) -> bool {
-    let mut batch = batch.into_iter().peekable();
-    while let Some(command) = batch.next() {
-        match command {
-            Command::Listen(channel, reply) => {
-                let mut run = vec![(channel, reply)];
-                while let Some(Command::Listen(..)) = batch.peek() {
-                    if let Some(Command::Listen(channel, reply)) = batch.next() {
-                        run.push((channel, reply));
-                    }
-                }
+    for run in runs {
+        match run {
+            Run::Listen(mut run) => {
                 // A caller that gave up (its timeout passed) no longer needs the channel.
                 run.retain(|(_, reply)| !reply.is_closed());
                 if run.is_empty() {
@@ -315,13 +332,7 @@ async fn apply(
                     return false;
                 }
             }
-            Command::Unlisten(channel, done) => {
-                let mut run = vec![(channel, done)];
-                while let Some(Command::Unlisten(..)) = batch.peek() {
-                    if let Some(Command::Unlisten(channel, done)) = batch.next() {
-                        run.push((channel, done));
-                    }
-                }
+            Run::Unlisten(run) => {
                 for (channel, _) in &run {
                     channels.remove(channel);
                 }
@@ -339,8 +350,81 @@ async fn apply(
     true
 }
 
+/// [`apply`] for Redis Cluster: a sharded `SSUBSCRIBE` takes channels of one slot only, so each
+/// run is split by room (a room's channels share its hash tag), and the rooms' commands go
+/// out together. A refusal goes to its callers; the cluster client reconnects by itself.
+async fn apply_cluster(connection: &ClusterConnection, runs: Vec<Run>) {
+    for run in runs {
+        match run {
+            Run::Listen(mut run) => {
+                run.retain(|(_, reply)| !reply.is_closed());
+                let rooms = by_room(run);
+                let results = send_by_room(connection, &rooms, true).await;
+                for (room, result) in rooms.into_iter().zip(results) {
+                    for (_, reply) in room {
+                        let _ = reply.send(result.clone());
+                    }
+                }
+            }
+            Run::Unlisten(run) => {
+                let rooms = by_room(run);
+                let results = send_by_room(connection, &rooms, false).await;
+                for (room, result) in rooms.into_iter().zip(results) {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, channels = room.len(), "cannot unsubscribe");
+                    }
+                    for (_, done) in room {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One `SSUBSCRIBE` (or `SUNSUBSCRIBE`) per room of `rooms`, all in flight at once; their
+/// results in the same order.
+async fn send_by_room<T>(
+    connection: &ClusterConnection,
+    rooms: &[Vec<(String, T)>],
+    subscribe: bool,
+) -> Vec<redis::RedisResult<()>> {
+    let sent = rooms.iter().map(|room| {
+        let mut connection = connection.clone();
+        let names: Vec<&str> = room.iter().map(|(channel, _)| channel.as_str()).collect();
+        async move {
+            if subscribe {
+                connection.ssubscribe(&names).await
+            } else {
+                connection.sunsubscribe(&names).await
+            }
+        }
+    });
+    futures::future::join_all(sent).await
+}
+
+/// Groups `(channel, caller)` pairs by the channel's hash tag (its room), keeping their order
+/// within a room.
+fn by_room<T>(items: Vec<(String, T)>) -> Vec<Vec<(String, T)>> {
+    let mut rooms: Vec<Vec<(String, T)>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (channel, caller) in items {
+        let tag = channel
+            .split_once('}')
+            .map_or(channel.as_str(), |(tag, _)| tag);
+        match index.get(tag) {
+            Some(&i) => rooms[i].push((channel, caller)),
+            None => {
+                index.insert(tag.to_owned(), rooms.len());
+                rooms.push(vec![(channel, caller)]);
+            }
+        }
+    }
+    rooms
+}
+
 async fn run_cluster(
-    mut connection: ClusterConnection,
+    connection: ClusterConnection,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     events: mpsc::UnboundedSender<StoreEvent>,
@@ -356,20 +440,10 @@ async fn run_cluster(
                     let _ = events.send(event);
                 }
             }
-            command = commands.recv() => match command {
-                None => return,
-                Some(Command::Listen(channel, reply)) => {
-                    if !reply.is_closed() {
-                        let _ = reply.send(connection.ssubscribe(&channel).await);
-                    }
-                }
-                Some(Command::Unlisten(channel, done)) => {
-                    if let Err(error) = connection.sunsubscribe(&channel).await {
-                        tracing::debug!(%error, %channel, "cannot unsubscribe");
-                    }
-                    let _ = done.send(());
-                }
-            },
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                apply_cluster(&connection, take_batch(command, &mut commands)).await;
+            }
         }
     }
 }
@@ -425,6 +499,28 @@ fn decode(data: Vec<Value>) -> Option<StoreEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channels_are_grouped_by_room_in_order() {
+        let ch = |room: &str, id: &str| {
+            channel(
+                &RoomId::parse(room).unwrap(),
+                &ParticipantId::parse(id).unwrap(),
+            )
+        };
+        let items = vec![
+            (ch("a", "p-1"), 1),
+            (ch("b", "p-2"), 2),
+            (ch("a", "p-3"), 3),
+            (ch("ab", "p-4"), 4),
+            (ch("b", "p-5"), 5),
+        ];
+        let callers: Vec<Vec<i32>> = by_room(items)
+            .into_iter()
+            .map(|room| room.into_iter().map(|(_, caller)| caller).collect())
+            .collect();
+        assert_eq!(callers, [vec![1, 3], vec![2, 5], vec![4]]);
+    }
 
     #[test]
     fn channels_round_trip_and_carry_the_room_tag() {
