@@ -84,6 +84,38 @@ impl SessionSignal {
         })
     }
 
+    /// Wakes the connection's task because a message was queued for it.
+    pub fn notify(&self) {
+        self.task.wake();
+    }
+
+    /// The next message in the connection's queue, once there is one; `None` once nothing can
+    /// send any more. For the connection's own task only, like [`Self::killed`].
+    ///
+    /// The queue's own waiting receive would allocate a waiter and register it in the queue
+    /// on every wait, and keep the list it registers in for the connection's life. Queuing
+    /// through [`Member`] wakes the task with [`Self::notify`] instead, the waker the task
+    /// already keeps here, and a message the task queues for itself (a reply) is found the
+    /// next time it looks.
+    pub fn next_outbound<'a>(
+        &'a self,
+        rx: &'a flume::Receiver<Outbound>,
+    ) -> impl Future<Output = Option<Outbound>> + 'a {
+        std::future::poll_fn(move |cx| {
+            let take = || match rx.try_recv() {
+                Ok(outbound) => Poll::Ready(Some(outbound)),
+                Err(flume::TryRecvError::Disconnected) => Poll::Ready(None),
+                Err(flume::TryRecvError::Empty) => Poll::Pending,
+            };
+            if let Poll::Ready(next) = take() {
+                return Poll::Ready(next);
+            }
+            self.task.register(cx.waker());
+            // Looked at again after registering, so a message queued in between is not missed.
+            take()
+        })
+    }
+
     /// Whether the participant was taken from this session (replaced or removed).
     pub fn was_replaced(&self) -> bool {
         self.replaced.load(Ordering::Acquire)
@@ -140,6 +172,7 @@ impl Member {
     /// Queues a message; a full queue marks the connection a slow consumer and closes it.
     fn send(&self, message: Outbound) -> bool {
         if self.tx.try_send(message).is_ok() {
+            self.signal.notify();
             true
         } else {
             self.signal.kill();

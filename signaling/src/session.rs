@@ -409,9 +409,9 @@ async fn while_writing<T>(
         let outbound = tokio::select! {
             biased;
             done = &mut work => return (done, None),
-            next = rx.recv_async() => next,
+            next = signal.next_outbound(rx) => next,
         };
-        let Ok(outbound) = outbound else {
+        let Some(outbound) = outbound else {
             return (work.await, None);
         };
         if let Err(end) = send_outbound(socket, signal, outbound).await {
@@ -615,7 +615,7 @@ async fn connection_loop(connection: Box<Connection>) {
             .into();
         let wake = tokio::select! {
             frame = socket.next() => Wake::Frame(frame),
-            next = rx.recv_async() => Wake::Outgoing(next.ok()),
+            next = signal.next_outbound(&rx) => Wake::Outgoing(next),
             () = &mut timer => Wake::Timer,
             // A pod going away: a joined session hears it from the hub (`reconnect`, then
             // 1001); one that has not joined has no session to resume and just gets 1001.
