@@ -126,6 +126,11 @@ impl Subscriber {
     }
 }
 
+/// The answer to a listen that cannot be sent because the link is down.
+fn link_down() -> RedisError {
+    RedisError::from(io::Error::from(io::ErrorKind::NotConnected))
+}
+
 fn unavailable(why: &str) -> StoreError {
     StoreError::Unavailable(RedisError::from(io::Error::new(
         io::ErrorKind::NotConnected,
@@ -188,9 +193,7 @@ async fn run(
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Listen(_, reply) => {
-                    let _ = reply.send(Err(RedisError::from(io::Error::from(
-                        io::ErrorKind::NotConnected,
-                    ))));
+                    let _ = reply.send(Err(link_down()));
                 }
                 Command::Unlisten(channel, done) => {
                     channels.remove(&channel);
@@ -305,13 +308,41 @@ enum Run {
 
 /// Sends `runs` in order, each run of listens as one `SUBSCRIBE` and each run of unlistens as
 /// one `UNSUBSCRIBE`, and answers every caller. False when Redis refused one, which means the
-/// link is no longer usable.
+/// link is no longer usable; the runs after it are then answered as while the link is down.
 async fn apply(
     connection: &mut MultiplexedConnection,
     runs: Vec<Run>,
     channels: &mut HashSet<String>,
 ) -> bool {
-    for run in runs {
+    let mut runs = runs.into_iter();
+    let up = send_runs(connection, &mut runs, channels).await;
+    if !up {
+        for run in runs {
+            match run {
+                Run::Listen(run) => {
+                    for (_, reply) in run {
+                        let _ = reply.send(Err(link_down()));
+                    }
+                }
+                Run::Unlisten(run) => {
+                    for (channel, done) in run {
+                        channels.remove(&channel);
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+    up
+}
+
+/// The sending part of [`apply`]: stops at the first refusal, leaving the rest in `runs`.
+async fn send_runs(
+    connection: &mut MultiplexedConnection,
+    runs: &mut std::vec::IntoIter<Run>,
+    channels: &mut HashSet<String>,
+) -> bool {
+    for run in runs.by_ref() {
         match run {
             Run::Listen(mut run) => {
                 // A caller that gave up (its timeout passed) no longer needs the channel.
