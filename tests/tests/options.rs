@@ -275,3 +275,124 @@ fn logs_go_to_stderr_without_colour_codes() {
     assert!(stdout.is_empty(), "signaling stdout: {stdout:?}");
     assert!(!serving.contains('\u{1b}'), "colour codes in {serving:?}");
 }
+
+/// `(path in the chart's values schema, binary and subcommand, option, step)`: every bounded
+/// number the chart passes to a binary. The step is the smallest change the option notices.
+const CHART_NUMBERS: &[(&str, &[&str], &str, f64)] = &[
+    (
+        "signaling.limits.maxMessageBytes",
+        SERVE,
+        "--max-message-bytes",
+        1.0,
+    ),
+    (
+        "signaling.limits.ratePerSecond",
+        SERVE,
+        "--rate-per-second",
+        0.01,
+    ),
+    ("signaling.limits.rateBurst", SERVE, "--rate-burst", 0.5),
+    (
+        "signaling.limits.floodStrikes",
+        SERVE,
+        "--flood-strikes",
+        1.0,
+    ),
+    ("signaling.limits.sendQueue", SERVE, "--send-queue", 1.0),
+    (
+        "signaling.defaultMaxParticipants",
+        SERVE,
+        "--default-max-participants",
+        1.0,
+    ),
+    (
+        "signaling.autoCreate.maxParticipants",
+        SERVE,
+        "--auto-create-max-participants",
+        1.0,
+    ),
+    ("signaling.mailboxLen", SERVE, "--mailbox-len", 1.0),
+    ("signaling.webhooks.queue", SERVE, "--webhook-queue", 1.0),
+    (
+        "operator.placementBatch",
+        OPERATOR_BIN,
+        "--placement-batch",
+        1.0,
+    ),
+    (
+        "operator.leaderElection.leaseDurationSeconds",
+        OPERATOR_BIN,
+        "--lease-duration-seconds",
+        1.0,
+    ),
+];
+const SERVE: &[&str] = &["switchboard-signaling", "serve"];
+const OPERATOR_BIN: &[&str] = &["switchboard-operator"];
+
+/// Whether `binary` accepts `option=value`. A bad value of a known option always follows it,
+/// so the binary stops at parsing either way: at `option` if it refuses `value`, else at the
+/// known bad one.
+fn accepts(binary: &[&str], option: &str, value: f64) -> bool {
+    let bin = workspace_binary(binary[0], binary[0]).unwrap();
+    let stopper = if binary[0] == "switchboard-operator" {
+        "--health-interval=0s"
+    } else {
+        "--ping-interval=0s"
+    };
+    let output = Command::new(&bin)
+        .args(&binary[1..])
+        .arg(format!("{option}={value}"))
+        .arg(stopper)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{option}={value}: {stderr}");
+    let stopped_at = stopper.split('=').next().unwrap();
+    match (stderr.contains(option), stderr.contains(stopped_at)) {
+        (true, false) => false,
+        (false, true) => true,
+        _ => panic!("{option}={value}: cannot tell which option was refused: {stderr}"),
+    }
+}
+
+/// Proves the chart's values schema allows exactly the numbers the binaries accept, so a value
+/// `helm install` takes never crash-loops a pod at start, and the schema refuses nothing that
+/// would work.
+#[test]
+fn the_chart_schema_allows_exactly_what_the_binaries_accept() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/switchboard/values.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for (value_path, binary, option, step) in CHART_NUMBERS {
+        let mut node = &schema;
+        for key in value_path.split('.') {
+            node = &node["properties"][key];
+        }
+        let bound = |name: &str| {
+            node[name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{value_path} has no `{name}` in the values schema"))
+        };
+        let (min, max) = (bound("minimum"), bound("maximum"));
+        assert!(
+            accepts(binary, option, min),
+            "{option} refuses {value_path}'s minimum {min}"
+        );
+        assert!(
+            accepts(binary, option, max),
+            "{option} refuses {value_path}'s maximum {max}"
+        );
+        assert!(
+            !accepts(binary, option, min - step),
+            "{option} accepts {}, below {value_path}'s minimum {min}",
+            min - step
+        );
+        assert!(
+            !accepts(binary, option, max + step),
+            "{option} accepts {}, above {value_path}'s maximum {max}",
+            max + step
+        );
+    }
+}
