@@ -104,6 +104,26 @@ def tables(machine, rows):
         f"server CPU {m[s]['cpu']['server_cpu_percent']:.0f}%, Redis {m[s]['cpu']['redis_cpu_percent']:.0f}%" if m[s] else "—"
         for s in SYSTEMS) + " |")
     out.append("")
+    # Steal: a run slowed by the hypervisor shows here, not as slower software.
+    steal_rows = []
+    for rate in rates + ["maximum"]:
+        cells = []
+        for s in SYSTEMS:
+            if rate == "maximum":
+                r = m[s]
+            else:
+                r = next(iter(by(rows, "relay", system=s, mode="rate", offered_per_second=rate)), None)
+            cpus = (r or {}).get("cpu", {}).get("cpus")
+            cells.append(" / ".join(f"{cpus[c]['steal']:.1f}" for c in sorted(cpus)) if cpus else "—")
+        steal_rows.append(f"| {rate if rate == 'maximum' else f'{rate:,.0f}'} | " + " | ".join(cells) + " |")
+    if any("—" not in row.split("|", 2)[2] for row in steal_rows):
+        out.append("Steal (time the hypervisor gave to others) on each CPU during the relay runs, "
+                   "% (cpu0 / cpu1):")
+        out.append("")
+        out.append("| Offered/s | " + " | ".join(LABEL[s] for s in SYSTEMS) + " |")
+        out.append("| --- | " + " | ".join("---" for _ in SYSTEMS) + " |")
+        out.extend(steal_rows)
+        out.append("")
     out.append("CPU per operation, µs of one core: server processes + Redis = total (joins from the "
                "join run; relayed messages from the maximum run and from the 10,000/s run).")
     out.append("")

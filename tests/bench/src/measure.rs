@@ -58,6 +58,42 @@ fn total_cpu(pids: &[String]) -> f64 {
     pids.iter().map(|pid| cpu_seconds(pid)).sum()
 }
 
+/// The per-CPU lines of `/proc/stat` (`cpu0`, `cpu1`, ...): name and the time counters, in
+/// ticks, in the kernel's order (user, nice, system, idle, iowait, irq, softirq, steal, ...).
+fn cpu_ticks() -> Vec<(String, Vec<u64>)> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?.to_string();
+            Some((name, fields.filter_map(|f| f.parse().ok()).collect()))
+        })
+        .collect()
+}
+
+/// What each CPU spent its time on between two `/proc/stat` readings, in percent: idle,
+/// softirq (network work not charged to any process), and steal (time the hypervisor gave
+/// to someone else: a run with high steal measured a slower machine, not slower software).
+fn cpu_breakdown(before: &[(String, Vec<u64>)], after: &[(String, Vec<u64>)]) -> Value {
+    let mut out = serde_json::Map::new();
+    for ((name, a), (_, b)) in before.iter().zip(after) {
+        let delta: Vec<u64> = a.iter().zip(b).map(|(x, y)| y.saturating_sub(*x)).collect();
+        let total: u64 = delta.iter().take(8).sum();
+        if total == 0 {
+            continue;
+        }
+        let share =
+            |i: usize| round1(delta.get(i).copied().unwrap_or(0) as f64 * 100.0 / total as f64);
+        out.insert(
+            name.clone(),
+            json!({ "idle": share(3), "softirq": share(6), "steal": share(7) }),
+        );
+    }
+    Value::Object(out)
+}
+
 /// CPU use of the servers, of Redis and of this process over a window.
 pub struct CpuWindow {
     server_pids: Vec<String>,
@@ -65,6 +101,7 @@ pub struct CpuWindow {
     server: f64,
     redis: f64,
     bench: f64,
+    cpus: Vec<(String, Vec<u64>)>,
     at: Instant,
 }
 
@@ -76,6 +113,7 @@ impl CpuWindow {
             server: total_cpu(&server_pids),
             redis: total_cpu(&redis_pids),
             bench: cpu_seconds("self"),
+            cpus: cpu_ticks(),
             server_pids,
             redis_pids,
             at: Instant::now(),
@@ -83,12 +121,13 @@ impl CpuWindow {
     }
 
     /// Percent of one core since `start`: servers (summed), this process, and Redis when
-    /// there is one.
+    /// there is one; and each CPU's idle, softirq and steal shares (`cpus`).
     pub fn percent(&self) -> Value {
         let wall = self.at.elapsed().as_secs_f64();
         let mut out = json!({
             "server_cpu_percent": round1((total_cpu(&self.server_pids) - self.server) / wall * 100.0),
             "bench_cpu_percent": round1((cpu_seconds("self") - self.bench) / wall * 100.0),
+            "cpus": cpu_breakdown(&self.cpus, &cpu_ticks()),
         });
         if !self.redis_pids.is_empty() {
             out["redis_cpu_percent"] = json!(round1(
