@@ -827,8 +827,8 @@ impl Scripts {
         // WRAP_END adds `started`/`finished` and returns {facts, result}.
         let reporting = |body: &str, starts: bool| {
             Script::new(&format!(
-                "local PUBLISH = '{publish}'\nlocal STARTS = {starts}\n{EXPIRE_KEYS}\n{PRELUDE}\n\
-                 local BEFORE = redis.call('HLEN', KEYS[1])\n\
+                "local PUBLISH = '{publish}'\nlocal STARTS = {starts}\n\
+                 local BEFORE = redis.call('HLEN', KEYS[1])\n{EXPIRE_KEYS}\n{PRELUDE}\n\
                  local function body()\n{body}\nend\n{WRAP_END}"
             ))
         };
@@ -862,7 +862,8 @@ const EXPIRE_KEYS: &str = r#"
 local function expire_keys(now)
   local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
   if last[2] then
-    local ms = math.max(1, math.floor(tonumber(last[2]) - now))
+    -- As text once: Redis would format a Lua number for every call.
+    local ms = tostring(math.max(1, math.floor(tonumber(last[2]) - now)))
     for i = 1, 4 do
       redis.call('PEXPIRE', KEYS[i], ms)
     end
@@ -882,6 +883,8 @@ local FACTS = {}
 -- The room's size after the prune, and how many facts the prune reported.
 local AFTER_PRUNE = false
 local PRUNE_END = 0
+-- The room's size at the end, when the body knows it (saves WRAP_END an HLEN).
+local AFTER = false
 
 local function fact(kind, reason, json)
   table.insert(FACTS, kind .. ' ' .. reason .. ' ' .. json)
@@ -947,7 +950,8 @@ local function prune(now)
   for _, id in ipairs(gone) do
     announce(left(id, 'connection_lost'))
   end
-  AFTER_PRUNE = redis.call('HLEN', KEYS[1])
+  -- Every id in `gone` had its entry removed, and nothing else was.
+  AFTER_PRUNE = BEFORE - #gone
   PRUNE_END = #FACTS
 end
 
@@ -969,7 +973,7 @@ if previous == id then
   previous = false
 end
 -- The entry being rewritten and the session being replaced both give their seat to this one.
-local taken = redis.call('HLEN', KEYS[1])
+local taken = AFTER_PRUNE
 local rejoin = redis.call('HEXISTS', KEYS[1], id) == 1
 if rejoin then
   taken = taken - 1
@@ -1000,7 +1004,9 @@ redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('HSET', KEYS[2], user, id)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), id)
 expire_keys(now)
-return {'ok', replaced, redis.call('HVALS', KEYS[1])}
+local entries = redis.call('HVALS', KEYS[1])
+AFTER = #entries
+return {'ok', replaced, entries}
 "#;
 
 /// ARGV: participant id. Returns 1 if it was there (and tells the others it left).
@@ -1020,7 +1026,9 @@ return 0
 /// Returns the live entries' JSON.
 const PARTICIPANTS: &str = r#"
 prune(now_ms())
-return redis.call('HVALS', KEYS[1])
+local entries = redis.call('HVALS', KEYS[1])
+AFTER = #entries
+return entries
 "#;
 
 /// ARGV: participant id, TTL in ms. Returns 1 if it was there (and is now extended).
@@ -1031,7 +1039,7 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', mailbox(ARGV[1]), tonumber(ARGV[2]))
+redis.call('PEXPIRE', mailbox(ARGV[1]), ARGV[2])
 expire_keys(now)
 return 1
 "#;
@@ -1039,7 +1047,8 @@ return 1
 /// Returns the number of live entries.
 const COUNT: &str = r#"
 prune(now_ms())
-return redis.call('HLEN', KEYS[1])
+AFTER = AFTER_PRUNE
+return AFTER
 "#;
 
 /// ARGV: target id, the message up to its "seq":0} placeholder, mailbox length.
@@ -1233,7 +1242,7 @@ return redis.call('HLEN', KEYS[1])
 /// non-empty (after the prune's facts, before the body's), and returns {facts, result}.
 const WRAP_END: &str = r#"
 local result = body()
-local after = redis.call('HLEN', KEYS[1])
+local after = AFTER or redis.call('HLEN', KEYS[1])
 local pruned = AFTER_PRUNE or BEFORE
 local at = PRUNE_END
 if BEFORE > 0 and pruned == 0 then
