@@ -34,6 +34,7 @@ pub use operator::{OperatorProcess, fast_args};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// What can go wrong while bringing up test infrastructure.
@@ -94,14 +95,44 @@ pub fn repo_root() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1, found by binding port 0 and letting it go.
 ///
-/// Another process could take it before the server binds; the window is tiny and the servers
-/// started here fail loudly if it happens.
+/// Never the same port twice in one process: tests run in parallel threads, and a port one
+/// test was handed but has not bound yet is free again to the kernel, so a second test could
+/// be handed it too. Another process could still take it before the server binds; the window
+/// is tiny and the servers started here fail loudly if it happens.
 pub fn free_port() -> Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("bind a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(HarnessError::io("read a bound port"))?
-        .port();
-    Ok(port)
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    // Held while looking, so the kernel cannot hand the same port to this loop again.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(HarnessError::io("bind a free port"))?;
+        let port = listener
+            .local_addr()
+            .map_err(HarnessError::io("read a bound port"))?
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+        held.push(listener);
+    }
+    Err(HarnessError::io("find a port not handed out before")(
+        std::io::Error::other("64 ports in a row were handed out already"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Proves no port is handed out twice in one process, even after its probe socket closed
+    /// (the kernel would pick some of these ports again).
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3000 {
+            let port = super::free_port().unwrap();
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+    }
 }
