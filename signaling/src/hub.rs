@@ -39,14 +39,20 @@ pub enum Outbound {
     Close(CloseCode),
 }
 
-/// What the hub and a session share about the session's fate.
-#[derive(Debug, Default)]
+/// What the hub and a session share: the connection's outgoing queue, the waker of its task,
+/// and the session's fate. One allocation per connection holds all of it.
+///
+/// The queue is bounded: a message that finds it full closes the connection as a slow
+/// consumer instead of delaying anyone else. Its buffer is released whenever the task empties
+/// it, so an idle connection keeps nothing of the bursts it once had.
+#[derive(Debug)]
 pub struct SessionSignal {
+    queue: Mutex<Queue>,
     /// Set when the connection must close although its queue is full (a slow consumer).
     killed: AtomicBool,
-    /// The connection's task, woken when `killed` is set. A flag and one waker rather than a
-    /// `Notify`: only the connection's own task waits, and the future that waits for it is
-    /// part of every idle connection's task, so it should be small.
+    /// The connection's task, woken when a message is queued or `killed` is set. One waker:
+    /// only the connection's own task waits, and the future that waits is part of every idle
+    /// connection's task, so it should be small.
     task: AtomicWaker,
     /// Set when the participant was taken from this session: a newer session took it over,
     /// or the application removed it (kick, room ended). The session then leaves the room
@@ -55,7 +61,70 @@ pub struct SessionSignal {
     replaced: AtomicBool,
 }
 
+#[derive(Debug)]
+struct Queue {
+    messages: std::collections::VecDeque<Outbound>,
+    /// How many messages it takes; 0 once the connection's task is done with it.
+    capacity: usize,
+}
+
 impl SessionSignal {
+    /// A connection whose queue takes up to `capacity` messages (at least one).
+    pub fn new(capacity: usize) -> Self {
+        SessionSignal {
+            queue: Mutex::new(Queue {
+                messages: std::collections::VecDeque::new(),
+                capacity: capacity.max(1),
+            }),
+            killed: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            replaced: AtomicBool::new(false),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `message` and wakes the connection's task. False when the queue is full (the
+    /// caller decides what that means) or closed.
+    pub fn push(&self, message: Outbound) -> bool {
+        if !self.queue_reply(message) {
+            return false;
+        }
+        self.task.wake();
+        true
+    }
+
+    /// Queues a message of the connection's own task (a reply), which finds it the next time
+    /// it looks; false when the queue is full or closed.
+    pub fn queue_reply(&self, message: Outbound) -> bool {
+        let mut queue = self.queue();
+        if queue.messages.len() >= queue.capacity {
+            return false;
+        }
+        queue.messages.push_back(message);
+        true
+    }
+
+    /// The next queued message, if any. An emptied queue gives its buffer back.
+    pub fn try_next(&self) -> Option<Outbound> {
+        let mut queue = self.queue();
+        let next = queue.messages.pop_front();
+        if queue.messages.is_empty() && queue.messages.capacity() > 0 {
+            queue.messages = std::collections::VecDeque::new();
+        }
+        next
+    }
+
+    /// Ends the queue once the connection's task is done with it: what is left is dropped and
+    /// nothing more is taken.
+    pub fn close_queue(&self) {
+        let mut queue = self.queue();
+        queue.capacity = 0;
+        queue.messages = std::collections::VecDeque::new();
+    }
+
     /// Marks the connection a slow consumer and wakes its task to close it.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
@@ -84,35 +153,19 @@ impl SessionSignal {
         })
     }
 
-    /// Wakes the connection's task because a message was queued for it.
-    pub fn notify(&self) {
-        self.task.wake();
-    }
-
-    /// The next message in the connection's queue, once there is one; `None` once nothing can
-    /// send any more. For the connection's own task only, like [`Self::killed`].
-    ///
-    /// The queue's own waiting receive would allocate a waiter and register it in the queue
-    /// on every wait, and keep the list it registers in for the connection's life. Queuing
-    /// through [`Member`] wakes the task with [`Self::notify`] instead, the waker the task
-    /// already keeps here, and a message the task queues for itself (a reply) is found the
-    /// next time it looks.
-    pub fn next_outbound<'a>(
-        &'a self,
-        rx: &'a flume::Receiver<Outbound>,
-    ) -> impl Future<Output = Option<Outbound>> + 'a {
+    /// The next queued message, once there is one. For the connection's own task only, like
+    /// [`Self::killed`].
+    pub fn next_outbound(&self) -> impl Future<Output = Outbound> + '_ {
         std::future::poll_fn(move |cx| {
-            let take = || match rx.try_recv() {
-                Ok(outbound) => Poll::Ready(Some(outbound)),
-                Err(flume::TryRecvError::Disconnected) => Poll::Ready(None),
-                Err(flume::TryRecvError::Empty) => Poll::Pending,
-            };
-            if let Poll::Ready(next) = take() {
+            if let Some(next) = self.try_next() {
                 return Poll::Ready(next);
             }
             self.task.register(cx.waker());
             // Looked at again after registering, so a message queued in between is not missed.
-            take()
+            match self.try_next() {
+                Some(next) => Poll::Ready(next),
+                None => Poll::Pending,
+            }
         })
     }
 
@@ -125,7 +178,6 @@ impl SessionSignal {
 /// One connected participant.
 #[derive(Debug)]
 pub struct Member {
-    tx: flume::Sender<Outbound>,
     signal: Arc<SessionSignal>,
     /// The participant as the store keeps it, with the session's current resume token; shared
     /// with the session, which keeps it to restore the entry.
@@ -142,14 +194,8 @@ pub struct Member {
 
 impl Member {
     /// A starting session whose client has already seen messages up to `delivered`.
-    pub fn new(
-        entry: Arc<ParticipantEntry>,
-        tx: flume::Sender<Outbound>,
-        signal: Arc<SessionSignal>,
-        delivered: u64,
-    ) -> Self {
+    pub fn new(entry: Arc<ParticipantEntry>, signal: Arc<SessionSignal>, delivered: u64) -> Self {
         Member {
-            tx,
             signal,
             entry,
             delivered,
@@ -171,8 +217,7 @@ impl Member {
 
     /// Queues a message; a full queue marks the connection a slow consumer and closes it.
     fn send(&self, message: Outbound) -> bool {
-        if self.tx.try_send(message).is_ok() {
-            self.signal.notify();
+        if self.signal.push(message) {
             true
         } else {
             self.signal.kill();
@@ -550,8 +595,7 @@ mod tests {
         session: &str,
         capacity: usize,
         delivered: u64,
-    ) -> (Member, flume::Receiver<Outbound>, Arc<SessionSignal>) {
-        let (tx, rx) = flume::bounded(capacity);
+    ) -> (Member, Arc<SessionSignal>, Arc<SessionSignal>) {
         let entry = ParticipantEntry {
             id: ParticipantId::parse(id).unwrap(),
             user: UserId::parse("alice").unwrap(),
@@ -560,23 +604,55 @@ mod tests {
             resume: Some(token(session)),
             joined_at: None,
         };
-        let signal = Arc::new(SessionSignal::default());
+        let signal = Arc::new(SessionSignal::new(capacity));
         (
-            Member::new(Arc::new(entry), tx, signal.clone(), delivered),
-            rx,
+            Member::new(Arc::new(entry), signal.clone(), delivered),
+            signal.clone(),
             signal,
         )
     }
 
-    fn texts(rx: &mut flume::Receiver<Outbound>) -> Vec<String> {
+    /// Takes everything queued.
+    fn texts(queue: &mut Arc<SessionSignal>) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(m) = rx.try_recv() {
+        while let Some(m) = queue.try_next() {
             match m {
                 Outbound::Text(t) => out.push(t.to_string()),
                 Outbound::Close(code) => out.push(format!("close {}", code.code())),
             }
         }
         out
+    }
+
+    /// Proves the queue takes up to its capacity, gives its buffer back once emptied (an idle
+    /// connection keeps nothing of a burst), and takes nothing once closed.
+    #[test]
+    fn the_queue_is_bounded_and_keeps_no_buffer_when_empty() {
+        let signal = SessionSignal::new(4);
+        for i in 0..4 {
+            assert!(signal.push(Outbound::Text(format!("m{i}").into())));
+        }
+        assert!(
+            !signal.push(Outbound::Text("over".into())),
+            "a full queue refuses"
+        );
+        assert!(!signal.queue_reply(Outbound::Close(CloseCode::GoingAway)));
+        assert!(signal.queue().messages.capacity() >= 4);
+        let mut queue = Arc::new(signal);
+        assert_eq!(texts(&mut queue), ["m0", "m1", "m2", "m3"]);
+        assert_eq!(
+            queue.queue().messages.capacity(),
+            0,
+            "the burst's buffer is freed"
+        );
+        assert!(queue.push(Outbound::Text("again".into())));
+        queue.close_queue();
+        assert!(queue.try_next().is_none(), "closing drops what is left");
+        assert!(
+            !queue.push(Outbound::Text("late".into())),
+            "a closed queue refuses"
+        );
+        assert_eq!(queue.queue().messages.capacity(), 0);
     }
 
     fn message(room: &RoomId, to: &str, seq: u64) -> StoreEvent {

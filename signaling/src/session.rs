@@ -98,7 +98,6 @@ impl Refused {
 struct Joining<'a> {
     state: &'a Arc<AppState>,
     claims: &'a JoinClaims,
-    tx: &'a flume::Sender<Outbound>,
     signal: &'a Arc<SessionSignal>,
     resume: Option<Resume>,
     msg_ref: Option<MsgRef>,
@@ -112,7 +111,6 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
     let Joining {
         state,
         claims,
-        tx,
         signal,
         resume,
         msg_ref,
@@ -168,10 +166,9 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         joined_at: Some(unix_now_ms()),
     });
     let delivered = resume.as_ref().map_or(0, |r| r.last_seq);
-    state.hub.register(
-        room,
-        Member::new(entry.clone(), tx.clone(), signal.clone(), delivered),
-    );
+    state
+        .hub
+        .register(room, Member::new(entry.clone(), signal.clone(), delivered));
     if let Err(error) = state.store.listen(room, &id).await {
         state.metrics.store_error(&error);
         undo_join(state, room, &id, &session).await;
@@ -245,7 +242,7 @@ async fn join(j: Joining<'_>) -> Result<Joined, Refused> {
         resumed: resume.is_some(),
         msg_ref,
     };
-    let _ = tx.try_send(Outbound::Text(joined.to_json().into()));
+    let _ = signal.queue_reply(Outbound::Text(joined.to_json().into()));
     state.hub.release(room, &id, &session, missed);
     tracing::debug!(room = %room.as_str(), participant = %id.as_str(), user = %claims.user.as_str(), resumed = resume.is_some(), "joined");
     Ok(Joined {
@@ -274,14 +271,12 @@ pub fn run(
     claims: Box<JoinClaims>,
 ) -> impl Future<Output = ()> + Send {
     let counted = state.hub.session_started();
-    let (tx, rx) = flume::bounded::<Outbound>(state.limits.send_queue.max(1));
+    let signal = Arc::new(SessionSignal::new(state.limits.send_queue));
     connection_loop(Box::new(Connection {
         state,
         claims,
         socket,
-        tx,
-        rx,
-        signal: Arc::new(SessionSignal::default()),
+        signal,
         _counted: counted,
     }))
 }
@@ -291,10 +286,8 @@ struct Connection {
     state: Arc<AppState>,
     claims: Box<JoinClaims>,
     socket: WebSocket,
-    /// The connection's own end of its outgoing queue: replies and `joined` go through it, so
+    /// The outgoing queue, shared with the hub: replies and `joined` go through it too, so
     /// they keep their order with what the hub queues.
-    tx: flume::Sender<Outbound>,
-    rx: flume::Receiver<Outbound>,
     signal: Arc<SessionSignal>,
     /// Counts the session as open for as long as the task runs.
     _counted: SessionGuard,
@@ -303,8 +296,8 @@ struct Connection {
 /// What woke the connection's loop.
 enum Wake {
     Frame(Option<Result<Message, axum::Error>>),
-    /// A message from the outgoing queue (`None`: the queue is closed).
-    Outgoing(Option<Outbound>),
+    /// A message from the outgoing queue.
+    Outgoing(Outbound),
     /// The earliest of the connection's deadlines passed (see [`Deadlines`]).
     Timer,
     Stopped,
@@ -400,7 +393,6 @@ fn send_outbound<'a>(
 /// behind its own request. Returns the work's outcome, and why writing ended if it did.
 async fn while_writing<T>(
     socket: &mut WebSocket,
-    rx: &flume::Receiver<Outbound>,
     signal: &SessionSignal,
     work: impl Future<Output = T>,
 ) -> (T, Option<WriteEnd>) {
@@ -409,10 +401,7 @@ async fn while_writing<T>(
         let outbound = tokio::select! {
             biased;
             done = &mut work => return (done, None),
-            next = signal.next_outbound(rx) => next,
-        };
-        let Some(outbound) = outbound else {
-            return (work.await, None);
+            next = signal.next_outbound() => next,
         };
         if let Err(end) = send_outbound(socket, signal, outbound).await {
             return (work.await, Some(end));
@@ -540,8 +529,6 @@ async fn connection_loop(connection: Box<Connection>) {
         state,
         claims,
         mut socket,
-        tx,
-        rx,
         signal,
         _counted,
     } = {
@@ -574,7 +561,7 @@ async fn connection_loop(connection: Box<Connection>) {
     // keeps the participant for a resume until its entry expires.
     let mut left_on_purpose = false;
     let reply = |message: ServerMessage| {
-        let _ = tx.try_send(Outbound::Text(message.to_json().into()));
+        let _ = signal.queue_reply(Outbound::Text(message.to_json().into()));
     };
     // Set when this side decided to close; the close frame is queued behind the replies
     // before it and sent once the loop has ended.
@@ -582,7 +569,7 @@ async fn connection_loop(connection: Box<Connection>) {
     // Why writing ended, once it has.
     let mut write_end: Option<WriteEnd> = None;
     let close = |code: CloseCode| {
-        let _ = tx.try_send(Outbound::Close(code));
+        let _ = signal.queue_reply(Outbound::Close(code));
     };
 
     // Armed for the earliest deadline; a later one (a frame moved the idle deadline on) lets it
@@ -615,7 +602,7 @@ async fn connection_loop(connection: Box<Connection>) {
             .into();
         let wake = tokio::select! {
             frame = socket.next() => Wake::Frame(frame),
-            next = signal.next_outbound(&rx) => Wake::Outgoing(next),
+            next = signal.next_outbound() => Wake::Outgoing(next),
             () = &mut timer => Wake::Timer,
             // A pod going away: a joined session hears it from the hub (`reconnect`, then
             // 1001); one that has not joined has no session to resume and just gets 1001.
@@ -625,7 +612,7 @@ async fn connection_loop(connection: Box<Connection>) {
         };
         let frame = match wake {
             Wake::Frame(frame) => frame,
-            Wake::Outgoing(Some(outbound)) => {
+            Wake::Outgoing(outbound) => {
                 if let Err(end) = send_outbound(&mut socket, &signal, outbound).await {
                     write_end = Some(end);
                     // The hub (a kick, a replaced session, a room ended) closed it: finish
@@ -635,8 +622,6 @@ async fn connection_loop(connection: Box<Connection>) {
                 }
                 continue;
             }
-            // Not while this task holds a sender: kept for completeness.
-            Wake::Outgoing(None) => break,
             Wake::Stopped => {
                 we_closed = true;
                 close(CloseCode::GoingAway);
@@ -775,7 +760,6 @@ async fn connection_loop(connection: Box<Connection>) {
                 let joining = Joining {
                     state: &state,
                     claims,
-                    tx: &tx,
                     signal: &signal,
                     resume,
                     msg_ref,
@@ -783,7 +767,7 @@ async fn connection_loop(connection: Box<Connection>) {
                 // Boxed: kept inline, the join's awaits would make every connection's task as
                 // large as the join's biggest state, for the whole life of the connection.
                 let (outcome, ended) =
-                    Box::pin(while_writing(&mut socket, &rx, &signal, join(joining))).await;
+                    Box::pin(while_writing(&mut socket, &signal, join(joining))).await;
                 match outcome {
                     Ok(j) => {
                         let now = tokio::time::Instant::now();
@@ -834,8 +818,7 @@ async fn connection_loop(connection: Box<Connection>) {
                 // message would make every connection's task that much larger for its whole
                 // life, though a connection spends almost all of it waiting, not relaying.
                 let work = relay_owned(&state, j, to, message, msg_ref);
-                let (refused, ended) =
-                    Box::pin(while_writing(&mut socket, &rx, &signal, work)).await;
+                let (refused, ended) = Box::pin(while_writing(&mut socket, &signal, work)).await;
                 if let Some(error) = refused {
                     reply(error);
                 }
@@ -864,16 +847,14 @@ async fn connection_loop(connection: Box<Connection>) {
             state.store.unlisten(&j.room, j.id()).await;
         }
     }
-    drop(tx);
     // Boxed: it runs once, at the end, and inline its state would be part of every
     // connection's task from the start.
-    Box::pin(close_socket(socket, rx, signal, write_end, we_closed)).await;
+    Box::pin(close_socket(socket, signal, write_end, we_closed)).await;
 }
 
 /// Writes what is left and closes the socket.
 async fn close_socket(
     mut socket: WebSocket,
-    rx: flume::Receiver<Outbound>,
     signal: Arc<SessionSignal>,
     write_end: Option<WriteEnd>,
     we_closed: bool,
@@ -882,9 +863,11 @@ async fn close_socket(
     // a slow consumer that reads again still get its 4006.
     let _ = tokio::time::timeout(
         Duration::from_secs(5),
-        finish_writing(&mut socket, &rx, &signal, write_end),
+        finish_writing(&mut socket, &signal, write_end),
     )
     .await;
+    // Nothing more is written: later messages are refused rather than kept.
+    signal.close_queue();
     if we_closed && write_end != Some(WriteEnd::Broken) {
         // Finish the close handshake: read (and drop) what the client still sends until its
         // Close arrives, so the socket is not reset under a close frame it has not read yet.
@@ -904,7 +887,6 @@ async fn close_socket(
 /// closed plainly (which also answers a close the client started).
 async fn finish_writing(
     socket: &mut WebSocket,
-    rx: &flume::Receiver<Outbound>,
     signal: &SessionSignal,
     write_end: Option<WriteEnd>,
 ) {
@@ -914,7 +896,7 @@ async fn finish_writing(
         }
         Some(WriteEnd::Closed | WriteEnd::Broken) => {}
         None => {
-            while let Ok(outbound) = rx.try_recv() {
+            while let Some(outbound) = signal.try_next() {
                 match send_outbound(socket, signal, outbound).await {
                     Ok(()) => {}
                     Err(WriteEnd::Closed) => return,
