@@ -3,12 +3,13 @@
 
 Starts its own redis-server on CPU 0 (loopback, no persistence), subscribes one client to the
 target's channel so every PUBLISH is delivered, loads each variant and drives it with
-redis-benchmark (50 clients, one request in flight each) from CPU 1, and prints the Redis
+redis-benchmark from CPU 1 (50 clients with one request in flight each, or with --pipeline N, 4
+clients with N each, as a pod's multiplexed connection sends them), and prints the Redis
 process's CPU time per call. The first variant is the relay script exactly as the signaling
 server sends it (assembled from signaling/src/store/redis.rs); the others take one thing
 away at a time, so the difference between two lines is what that thing costs Redis.
 
-Usage: python3 tests/bench/relay-script-cost.py [calls per variant, default 300000]
+Usage: python3 tests/bench/relay-script-cost.py [--pipeline N] [calls per variant, default 300000]
 Needs redis-server, redis-cli, redis-benchmark and taskset.
 """
 import os
@@ -20,7 +21,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE = open(os.path.join(ROOT, "signaling/src/store/redis.rs")).read()
 PORT = 7390
-CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 300000
+ARGS = sys.argv[1:]
+PIPELINE = 1
+if ARGS[:1] == ["--pipeline"]:
+    PIPELINE = int(ARGS[1])
+    ARGS = ARGS[2:]
+CALLS = int(ARGS[0]) if ARGS else 300000
+CLIENTS = ["-c", "50"] if PIPELINE == 1 else ["-c", "4", "-P", str(PIPELINE)]
 
 
 def const(name):
@@ -49,6 +56,23 @@ return count
 MEMBERSHIP_TEST = "if redis.call('HEXISTS', KEYS[1], to) == 0 then return 0 end\n"
 assert MEMBERSHIP_TEST in MEMBER_ONLY
 NO_CHECK = MEMBER_ONLY.replace(MEMBERSHIP_TEST, "")
+# The mailbox as a stream: XADD with the ID "0-*" numbers the entries 1, 2, 3, ... (the seq)
+# and trims to the mailbox length in the same call; with the shipped check, then without.
+STREAM_NO_CHECK = """
+local room = string.sub(KEYS[1], 1, #KEYS[1] - 13)
+local to = ARGV[1]
+local id = redis.call('XADD', room .. ':box:' .. to, 'MAXLEN', ARGV[3], '0-*', 'm', ARGV[2])
+local seq = string.sub(id, 3)
+redis.call('PUBLISH', room .. ':to:' .. to, seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}')
+return tonumber(seq)
+"""
+STREAM_CHECK = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local deadline = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]))
+if not deadline or deadline <= now then return 0 end
+""" + STREAM_NO_CHECK
+EMPTY = "return 1\n"
 PUBLISH_ONLY = "redis.call('PUBLISH', KEYS[1]:sub(1, #KEYS[1] - 13) .. ':to:' .. ARGV[1], ARGV[2])\nreturn 1\n"
 # Several messages per call: the membership-only body in a loop over (target, message) pairs.
 BATCH = """
@@ -104,7 +128,7 @@ def main():
             for _ in range(3):
                 before, started = cpu_seconds(server.pid), time.time()
                 subprocess.run(["taskset", "-c", "1", "redis-benchmark", "-p", str(PORT), "-n",
-                                str(calls), "-c", "50", "-q", *args],
+                                str(calls), *CLIENTS, "-q", *args],
                                capture_output=True, check=True)
                 used, wall = cpu_seconds(server.pid) - before, time.time() - started
                 rounds.append((1e6 * used / (calls * per_call), calls * per_call / wall))
@@ -113,6 +137,7 @@ def main():
             print(f"| {label} | {median:.2f} ({low:.2f} to {high:.2f}) | {rate:,.0f} |",
                   flush=True)
 
+        print(f"{'unpipelined, 50 clients' if PIPELINE == 1 else f'pipelined {PIPELINE} deep, 4 clients'}")
         print("| Variant | Redis CPU µs per message, median of 3 (range) | messages/s |")
         print("| --- | --- | --- |")
         run("PUBLISH alone (no script)", ["PUBLISH", ROOM + ":to:p2", PREFIX])
@@ -120,10 +145,13 @@ def main():
         for label, body in [("relay script as shipped", relay),
                             ("membership test instead of TIME + deadline", MEMBER_ONLY),
                             ("no check at all", NO_CHECK),
-                            ("a script that only publishes", PUBLISH_ONLY)]:
+                            ("stream mailbox (XADD 0-* MAXLEN), shipped check", STREAM_CHECK),
+                            ("stream mailbox, no check", STREAM_NO_CHECK),
+                            ("a script that only publishes", PUBLISH_ONLY),
+                            ("an empty script", EMPTY)]:
             sha = cli("SCRIPT", "LOAD", body)
             run(label, ["EVALSHA", sha, "4", *KEYS, "p2", PREFIX, "64"])
-            cli("DEL", ROOM + ":mailbox:p2")
+            cli("DEL", ROOM + ":mailbox:p2", ROOM + ":box:p2")
         sha = cli("SCRIPT", "LOAD", BATCH)
         for size in (4, 16):
             run(f"membership-test body, {size} messages per call",
