@@ -61,6 +61,7 @@ pub struct SessionSignal {
     replaced: AtomicBool,
 }
 
+/// A connection's outgoing messages and their bound.
 #[derive(Debug)]
 struct Queue {
     messages: std::collections::VecDeque<Outbound>,
@@ -89,16 +90,20 @@ impl SessionSignal {
     /// Queues `message` and wakes the connection's task. False when the queue is full (the
     /// caller decides what that means) or closed.
     pub fn push(&self, message: Outbound) -> bool {
-        if !self.queue_reply(message) {
-            return false;
+        let queued = self.enqueue(message);
+        if queued {
+            self.task.wake();
         }
-        self.task.wake();
-        true
+        queued
     }
 
     /// Queues a message of the connection's own task (a reply), which finds it the next time
     /// it looks; false when the queue is full or closed.
     pub fn queue_reply(&self, message: Outbound) -> bool {
+        self.enqueue(message)
+    }
+
+    fn enqueue(&self, message: Outbound) -> bool {
         let mut queue = self.queue();
         if queue.messages.len() >= queue.capacity {
             return false;
