@@ -5,9 +5,10 @@ Starts its own redis-server on CPU 0 (loopback, no persistence), subscribes one 
 target's channel so every PUBLISH is delivered, loads each variant and drives it with
 redis-benchmark from CPU 1 (50 clients with one request in flight each, or with --pipeline N, 4
 clients with N each, as a pod's multiplexed connection sends them), and prints the Redis
-process's CPU time per call. The first variant is the relay script exactly as the signaling
-server sends it (assembled from signaling/src/store/redis.rs); the others take one thing
-away at a time, so the difference between two lines is what that thing costs Redis.
+process's CPU time per message. The first variants are the relay script exactly as the
+signaling server sends it (assembled from signaling/src/store/redis.rs), with one message per
+call and with several; the others take one thing away at a time from the one-message call, so
+the difference between two lines is what that thing costs Redis.
 
 Usage: python3 tests/bench/relay-script-cost.py [--pipeline N] [calls per variant, default 300000]
 Needs redis-server, redis-cli, redis-benchmark and taskset.
@@ -141,9 +142,18 @@ def main():
         print("| Variant | Redis CPU µs per message, median of 3 (range) | messages/s |")
         print("| --- | --- | --- |")
         run("PUBLISH alone (no script)", ["PUBLISH", ROOM + ":to:p2", PREFIX])
-        relay = "local PUBLISH = 'PUBLISH'\n" + const("EXPIRE_KEYS") + const("RELAY")
-        for label, body in [("relay script as shipped", relay),
-                            ("membership test instead of TIME + deadline", MEMBER_ONLY),
+        relay = cli("SCRIPT", "LOAD",
+                    "local PUBLISH = 'PUBLISH'\n" + const("EXPIRE_KEYS") + const("RELAY"))
+        # The shipped script takes the mailbox length, then a room's keys and a (target,
+        # message) pair per message: alone, as a quiet pod sends it, and several per call, as a
+        # busy one does.
+        for size in (1, 4, 16):
+            run(f"relay script as shipped, {size} per call" if size > 1
+                else "relay script as shipped, one message",
+                ["EVALSHA", relay, str(4 * size), *KEYS * size, "64", *["p2", PREFIX] * size],
+                size)
+        cli("DEL", ROOM + ":mailbox:p2")
+        for label, body in [("membership test instead of TIME + deadline", MEMBER_ONLY),
                             ("no check at all", NO_CHECK),
                             ("stream mailbox (XADD 0-* MAXLEN), shipped check", STREAM_CHECK),
                             ("stream mailbox, no check", STREAM_NO_CHECK),

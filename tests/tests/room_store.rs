@@ -253,3 +253,89 @@ async fn store_recovers_when_redis_comes_back() {
         "the restarted Redis is empty, so only the new join is there"
     );
 }
+
+/// Calls of `script` (`EVALSHA`/`EVAL`) Redis has run so far, from `INFO commandstats`.
+async fn script_calls(connection: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .map(|line| {
+            let calls = line
+                .split("calls=")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            calls.parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// Relays asked for while a relay call is out share the next call (docs/architecture.md, "A
+/// join, from the socket to the reply", step 3): 400 relays in flight together, in 40 rooms, reach Redis in
+/// far fewer calls, and each still gets its own seq, with its mailbox and seq keys expiring.
+#[tokio::test(flavor = "current_thread")]
+async fn relays_in_flight_together_share_script_calls() {
+    switchboard_tests::require!(Redis);
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis, behaviour::LONG_TTL).await;
+    const ROOMS: usize = 40;
+    const EACH: u64 = 10;
+    let rooms: Vec<_> = (0..ROOMS)
+        .map(|_| behaviour::room("shared-calls"))
+        .collect();
+    let target = ParticipantId::parse("p-t").unwrap();
+    for room in &rooms {
+        store
+            .join(room, behaviour::entry("p-a", "alice"), 10)
+            .await
+            .unwrap();
+        store
+            .join(room, behaviour::entry("p-t", "bob"), 10)
+            .await
+            .unwrap();
+    }
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = script_calls(&mut redis_conn).await;
+    let offer = r#"{"type":"offer","from":"p-a","sdp":"v=0","seq":0}"#;
+    // All at once, as many connections of one busy pod relay: every future is polled before
+    // any answer comes back.
+    let relays = rooms
+        .iter()
+        .flat_map(|room| (0..EACH).map(move |_| room))
+        .map(|room| store.relay(room, &target, offer));
+    let seqs = futures::future::join_all(relays).await;
+    let calls = script_calls(&mut redis_conn).await - before;
+    for (i, room_seqs) in seqs.chunks(EACH as usize).enumerate() {
+        let got: Vec<u64> = room_seqs
+            .iter()
+            .map(|s| s.as_ref().unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            (1..=EACH).collect::<Vec<_>>(),
+            "room {i}: seqs in the order asked"
+        );
+    }
+    let relayed = ROOMS as u64 * EACH;
+    assert!(
+        calls * 10 <= relayed,
+        "{relayed} relays took {calls} script calls; relays in flight together must share calls"
+    );
+    for room in &rooms {
+        for kind in ["seq", "mailbox:p-t"] {
+            let key = format!("sb:room:{{{room}}}:{kind}");
+            let pttl: i64 = redis_conn.pttl(&key).await.unwrap();
+            assert!(pttl > 0, "{key} has PTTL {pttl}: every key expires");
+        }
+    }
+}

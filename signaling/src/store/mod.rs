@@ -106,6 +106,7 @@
 pub mod behaviour;
 mod memory;
 mod redis;
+mod relay_batch;
 mod subscriber;
 
 use std::sync::Arc;

@@ -24,6 +24,7 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
+use super::relay_batch::RelayBatcher;
 use super::subscriber::{Subscriber, channel};
 use super::{
     DEFAULT_MAILBOX_LEN, FactSink, JoinOutcome, ParticipantEntry, Result, ResumeRefusal,
@@ -59,6 +60,10 @@ pub struct RedisStore<C = ConnectionManager> {
     facts: OnceLock<FactSink>,
     /// When this process last wrote each room to the room index (see [`Self::index_room`]).
     indexed: Mutex<RecentIndexWrites>,
+    /// Whether relays share calls ([`RelayBatcher`]): on a single Redis, not on a cluster.
+    batch_relays: bool,
+    /// Started with the first relay, when relays share calls.
+    relays: OnceLock<RelayBatcher>,
 }
 
 /// When this process last wrote each room to the room index.
@@ -142,6 +147,7 @@ impl RedisStore<ClusterConnection> {
         let connection = bounded(timeout, client.get_async_connection()).await?;
         let mut store = Self::from_connection(connection, ttl, timeout)?;
         store.scripts = Scripts::new(PubSubMode::Sharded);
+        store.batch_relays = false;
         let (push_tx, pushes) = mpsc::unbounded_channel();
         let pubsub_client = ClusterClientBuilder::new(nodes.to_vec())
             .use_protocol(ProtocolVersion::RESP3)
@@ -182,6 +188,8 @@ where
                 at: HashMap::new(),
                 cleanup_at: INDEXED_ROOMS_BEFORE_CLEANUP,
             }),
+            batch_relays: true,
+            relays: OnceLock::new(),
         })
     }
 
@@ -328,7 +336,7 @@ fn unix_ms() -> u64 {
 
 /// A room's keys in the order the scripts expect them: participants, users, expiry, seq.
 /// Mailboxes and channels are derived from the first in the scripts.
-fn keys(room: &RoomId) -> [String; 4] {
+pub(super) fn keys(room: &RoomId) -> [String; 4] {
     let room = room.as_str();
     [
         format!("sb:room:{{{room}}}:participants"),
@@ -346,7 +354,7 @@ fn corrupt(room: &RoomId, source: serde_json::Error) -> StoreError {
 }
 
 /// Awaits a Redis call for at most `timeout`, sorting its failure into a [`StoreError`].
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     timeout: Duration,
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T> {
@@ -401,7 +409,7 @@ fn decode(room: &RoomId, values: Vec<String>) -> Result<Vec<ParticipantEntry>> {
 
 impl<C> RoomStore for RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync,
+    C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     fn participant_ttl(&self) -> Duration {
         self.ttl
@@ -487,10 +495,30 @@ where
     ) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
             let prefix = relay_prefix(message)?;
-            let len = self.mailbox_len.to_string();
-            let seq: u64 = self
-                .run_plain(&self.scripts.relay, room, &[to.as_str(), prefix, &len])
-                .await?;
+            let seq = if self.batch_relays {
+                let relays = self.relays.get_or_init(|| {
+                    let script = self.scripts.relay.clone();
+                    let connection = self.connection.clone();
+                    RelayBatcher::start(connection, script, self.mailbox_len, self.timeout)
+                });
+                relays.relay(room, to, prefix).await?
+            } else {
+                // The relay script of one message: mailbox length, then target and message.
+                let len = self.mailbox_len.to_string();
+                let seqs: Vec<u64> = self
+                    .run_plain(&self.scripts.relay, room, &[&len, to.as_str(), prefix])
+                    .await?;
+                match seqs.as_slice() {
+                    [seq] => *seq,
+                    _ => {
+                        return Err(StoreError::Backend(RedisError::from((
+                            ErrorKind::UnexpectedReturnType,
+                            "relay call answered wrongly",
+                            format!("{} seqs for one message", seqs.len()),
+                        ))));
+                    }
+                }
+            };
             Ok((seq > 0).then_some(seq))
         })
     }
@@ -665,7 +693,7 @@ where
 
 impl<C> RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync,
+    C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn list_rooms(&self) -> Result<Vec<(RoomId, u32)>> {
         let mut connection = self.connection.clone();
@@ -857,15 +885,18 @@ impl Scripts {
 
 /// Makes the room's keys expire with its latest deadline, so an abandoned room leaves nothing
 /// behind. Called after every write that adds or removes a deadline or creates a key. Every
-/// script has it, the relay included (which does without the rest of the [`PRELUDE`]).
+/// script has it, the relay included (which does without the rest of the [`PRELUDE`]). The
+/// room's four keys are `KEYS[base + 1]` to `KEYS[base + 4]`: the relay passes one room's keys
+/// per message; every other script passes one room's, and no `base`.
 const EXPIRE_KEYS: &str = r#"
-local function expire_keys(now)
-  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+local function expire_keys(now, base)
+  base = base or 0
+  local last = redis.call('ZRANGE', KEYS[base + 3], -1, -1, 'WITHSCORES')
   if last[2] then
     -- As text once: Redis would format a Lua number for every call.
     local ms = tostring(math.max(1, math.floor(tonumber(last[2]) - now)))
     for i = 1, 4 do
-      redis.call('PEXPIRE', KEYS[i], ms)
+      redis.call('PEXPIRE', KEYS[base + i], ms)
     end
   end
 end
@@ -1051,41 +1082,55 @@ AFTER = AFTER_PRUNE
 return AFTER
 "#;
 
-/// ARGV: target id, the message up to its "seq":0} placeholder, mailbox length.
-/// Returns the message's seq, or 0 when the target is not in the room (or has expired).
+/// Relays one or more messages, each to its own target in its own room.
+/// KEYS: the four room keys (participants hash, users hash, expiry set, seq hash) of each
+/// message's room, message after message.
+/// ARGV: the mailbox length, then for each message its target id and the message up to its
+/// `"seq":0}` placeholder.
+/// Returns each message's seq, in order, or 0 where the target is not in the room (or has
+/// expired): nothing is written or published for that one.
 ///
 /// This is the hot path, so it does the least that keeps the invariants, and it runs without
 /// the [`PRELUDE`] (Redis runs a script's whole body on every call, and the prelude's helpers
-/// cost more than this body's own work): it checks the target's own deadline instead of
-/// pruning the room (the participants' refreshes prune and announce), formats the seq once,
-/// and sets a key's expiry only when this call created the key (a refresh extends them
-/// afterwards). `PUBLISH` and [`EXPIRE_KEYS`] are defined before this.
+/// cost more than this body's own work): it checks each target's own deadline instead of
+/// pruning the room (the participants' refreshes prune and announce), formats a seq once, and
+/// sets a key's expiry only when this call created the key (a refresh extends them
+/// afterwards). Several messages per call share the call's own cost, about as much as a
+/// message's work ([`RedisStore::relay`] gathers them). `PUBLISH` and [`EXPIRE_KEYS`] are
+/// defined before this.
 const RELAY: &str = r#"
-local room = string.sub(KEYS[1], 1, #KEYS[1] - 13)
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local to = ARGV[1]
-local deadline = tonumber(redis.call('ZSCORE', KEYS[3], to))
-if not deadline or deadline <= now then
-  return 0
+local limit = tonumber(ARGV[1])
+local seqs = {}
+for i = 1, (#ARGV - 1) / 2 do
+  local base = (i - 1) * 4
+  local to = ARGV[2 * i]
+  local deadline = tonumber(redis.call('ZSCORE', KEYS[base + 3], to))
+  if not deadline or deadline <= now then
+    seqs[i] = 0
+  else
+    local room = string.sub(KEYS[base + 1], 1, #KEYS[base + 1] - 13)
+    local count = redis.call('HINCRBY', KEYS[base + 4], to, 1)
+    local seq = tostring(count)
+    local payload = seq .. ' ' .. ARGV[2 * i + 1] .. ',"seq":' .. seq .. '}'
+    local box = room .. ':mailbox:' .. to
+    local length = redis.call('RPUSH', box, payload)
+    if length > limit then
+      redis.call('LPOP', box, length - limit)
+    end
+    if length == 1 then
+      redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
+    end
+    if count == 1 and redis.call('PTTL', KEYS[base + 4]) < 0 then
+      -- The room's first relay to this target created the seq hash.
+      expire_keys(now, base)
+    end
+    redis.call(PUBLISH, room .. ':to:' .. to, payload)
+    seqs[i] = count
+  end
 end
-local count = redis.call('HINCRBY', KEYS[4], to, 1)
-local seq = tostring(count)
-local payload = seq .. ' ' .. ARGV[2] .. ',"seq":' .. seq .. '}'
-local box = room .. ':mailbox:' .. to
-local length = redis.call('RPUSH', box, payload)
-if length > tonumber(ARGV[3]) then
-  redis.call('LPOP', box, length - tonumber(ARGV[3]))
-end
-if length == 1 then
-  redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
-end
-if count == 1 and redis.call('PTTL', KEYS[4]) < 0 then
-  -- The room's first relay to this target created the seq hash.
-  expire_keys(now)
-end
-redis.call(PUBLISH, room .. ':to:' .. to, payload)
-return count
+return seqs
 "#;
 
 /// ARGV: user, presented token, last seq, new token, new pod, TTL in ms.

@@ -1,0 +1,186 @@
+//! Relays on a single Redis, gathered into batched script calls.
+//!
+//! Redis spends about as much on a script call itself as on one relay's commands (see
+//! "Redis time per relay call" in `docs/benchmarks.md`). So a pod keeps at most one relay call
+//! out at a time: relays asked for while it is out wait, and the next call carries all of
+//! them, up to [`MAX_BATCH`] messages or [`MAX_BATCH_BYTES`]. A quiet pod's relay goes out at
+//! once, alone; a busy pod's relays share calls in proportion to its load, and wait at most one
+//! call longer than they would alone.
+//!
+//! Order is kept: the calls go out one after the other, and a call relays its messages in the
+//! order they were asked for. A session waits for each relay before its next, so one sender's
+//! messages to one target keep their order whether they share a call or not.
+//!
+//! Only for a single Redis: one call can touch many rooms' keys there. In Redis Cluster a call
+//! is bound to one slot, and one slow shard must not hold back every other room's relays, so
+//! the cluster store sends each relay as its own call.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionLike;
+use tokio::sync::{mpsc, oneshot};
+
+use super::redis::keys;
+use super::{Result, StoreError};
+use crate::ids::{ParticipantId, RoomId};
+
+/// The most messages one call carries.
+pub(super) const MAX_BATCH: usize = 64;
+/// Messages are taken into a call until their text reaches this much (a call takes at least one).
+pub(super) const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// One relay waiting for its call.
+struct Job {
+    room: RoomId,
+    to: ParticipantId,
+    /// The message up to its `"seq":0}` placeholder.
+    prefix: String,
+    seq: oneshot::Sender<Result<u64>>,
+}
+
+/// The handle the store keeps; the calls go out from a task of their own, which ends when
+/// this is dropped.
+#[derive(Debug)]
+pub(super) struct RelayBatcher {
+    jobs: mpsc::UnboundedSender<Job>,
+    timeout: Duration,
+}
+
+impl RelayBatcher {
+    /// Starts the task that sends the relay calls on `connection`. Must run inside a Tokio
+    /// runtime.
+    pub(super) fn start<C>(
+        connection: C,
+        script: Script,
+        mailbox_len: u32,
+        timeout: Duration,
+    ) -> Self
+    where
+        C: ConnectionLike + Send + 'static,
+    {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(send_calls(connection, script, mailbox_len, timeout, queue));
+        RelayBatcher { jobs, timeout }
+    }
+
+    /// Relays `prefix` to `to` in `room` with the next call; the target's new seq, or 0 when
+    /// it is not in the room. Bounded by the timeout, the wait for the call included.
+    pub(super) async fn relay(
+        &self,
+        room: &RoomId,
+        to: &ParticipantId,
+        prefix: &str,
+    ) -> Result<u64> {
+        let (seq, answer) = oneshot::channel();
+        let job = Job {
+            room: room.clone(),
+            to: to.clone(),
+            prefix: prefix.to_owned(),
+            seq,
+        };
+        if self.jobs.send(job).is_err() {
+            return Err(unavailable("the relay task has stopped".to_owned()));
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(unavailable("the relay task has stopped".to_owned())),
+            Err(_) => Err(unavailable(format!(
+                "no answer from Redis within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+/// Sends one call at a time, each with everything queued when it goes out, until the store is
+/// dropped.
+async fn send_calls<C>(
+    mut connection: C,
+    script: Script,
+    mailbox_len: u32,
+    timeout: Duration,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) where
+    C: ConnectionLike + Send,
+{
+    let mailbox_len = mailbox_len.to_string();
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        let mut bytes = first.prefix.len();
+        batch.push(first);
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(job) => {
+                    bytes += job.prefix.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(&mailbox_len);
+        for job in &batch {
+            for key in keys(&job.room) {
+                invocation.key(key);
+            }
+            invocation.arg(job.to.as_str()).arg(&job.prefix);
+        }
+        let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
+        let outcome = super::redis::bounded(timeout, call).await;
+        answer(&mut batch, outcome);
+    }
+}
+
+/// Hands each job of a call its seq, or each the call's error. Empties `batch`.
+fn answer(batch: &mut Vec<Job>, outcome: Result<Vec<u64>>) {
+    match outcome {
+        Ok(seqs) if seqs.len() == batch.len() => {
+            for (job, seq) in batch.drain(..).zip(seqs) {
+                let _ = job.seq.send(Ok(seq));
+            }
+        }
+        Ok(seqs) => {
+            let why = format!(
+                "the relay script answered {} seqs for {} messages",
+                seqs.len(),
+                batch.len()
+            );
+            tracing::error!(%why, "relay call answered wrongly");
+            for job in batch.drain(..) {
+                let error = redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "relay call answered wrongly",
+                    why.clone(),
+                ));
+                let _ = job.seq.send(Err(StoreError::Backend(error)));
+            }
+        }
+        Err(error) => {
+            for job in batch.drain(..) {
+                let _ = job.seq.send(Err(same_error(&error)));
+            }
+        }
+    }
+}
+
+/// The call's error, for each of its jobs.
+fn same_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(e) => StoreError::Unavailable(e.clone()),
+        StoreError::Backend(e) => StoreError::Backend(e.clone()),
+        // `bounded` gives nothing else; a relay call's failure is the backend's all the same.
+        other => StoreError::Backend(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "relay call failed",
+            other.to_string(),
+        ))),
+    }
+}
+
+fn unavailable(why: String) -> StoreError {
+    StoreError::Unavailable(redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        why,
+    )))
+}
