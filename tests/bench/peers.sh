@@ -4,6 +4,12 @@
 # (tests/bench/src/bin/peer-bench.rs). Every server process is pinned to CPU 0; the load generator
 # and Redis run on CPU 1.
 #
+# Centrifugo runs twice: as configured for the least work (a personal channel per client, no
+# history, no presence), and doing the same work as Switchboard ("centrifugo-same-work": each
+# client also subscribes to its room's channel, with presence and join/leave pushes to the room,
+# and the personal channels keep a 256-message history for recovery, like Switchboard's
+# mailbox). The second differs in its channels only, so it gets no idle runs.
+#
 # Scenarios per system: idle density (server RSS per joined idle connection at 1k, 5k, 10k, the
 # most the descriptor limit allows, 50k and 100k: what does not fit is recorded as skipped with
 # its reason), join rate (5,000 connections, 256 in flight, Redis), cross-process relay through
@@ -13,7 +19,7 @@
 # Writes raw JSON lines to $OUT (default target/bench/peers.jsonl), the Markdown tables to
 # ${OUT%.jsonl}.md, and the plots to docs/images/peers-cpu.png, peers-latency.png and
 # peers-memory.png.
-# Takes about 10 minutes on 2 cores once built. Run it on a quiet machine: it records the load
+# Takes about 12 minutes on 2 cores once built. Run it on a quiet machine: it records the load
 # average and the busiest processes at its start.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,11 +78,13 @@ sizes=(1000 5000 10000)
 most=$(( ($(ulimit -n) - 1000) / 1000 * 1000 ))
 if [ "$most" -gt 10000 ] && [ "$most" -lt 50000 ]; then sizes+=("$most"); fi
 sizes+=(50000 100000)
-for system in switchboard socketio centrifugo; do
+for system in switchboard socketio centrifugo centrifugo-same-work; do
   echo "== $system" >&2
-  for n in "${sizes[@]}"; do
-    "${bench[@]}" --system "$system" idle --connections "$n" >> "$out"
-  done
+  if [ "$system" != centrifugo-same-work ]; then
+    for n in "${sizes[@]}"; do
+      "${bench[@]}" --system "$system" idle --connections "$n" >> "$out"
+    done
+  fi
   "${bench[@]}" --system "$system" joins --connections 5000 >> "$out"
   for rate in 1000 2000 5000 10000 20000; do
     "${bench[@]}" --system "$system" relay --rate "$rate" --seconds 10 >> "$out"

@@ -9,8 +9,12 @@ line per system. Tables: absolute figures per system and Switchboard's ratio to 
 import json
 import sys
 
-SYSTEMS = ["switchboard", "socketio", "centrifugo"]
-LABEL = {"switchboard": "Switchboard", "socketio": "socket.io + redis-adapter", "centrifugo": "Centrifugo (Redis engine)"}
+SYSTEMS = ["switchboard", "socketio", "centrifugo", "centrifugo-same-work"]
+LABEL = {"switchboard": "Switchboard", "socketio": "socket.io + redis-adapter", "centrifugo": "Centrifugo (Redis engine)",
+         "centrifugo-same-work": "Centrifugo, same work (history, presence, join/leave)"}
+# For plot ticks.
+SHORT = {"switchboard": "Switchboard", "socketio": "socket.io", "centrifugo": "Centrifugo",
+         "centrifugo-same-work": "Centrifugo\nsame work"}
 
 
 def load(path):
@@ -48,14 +52,16 @@ def tables(machine, rows):
         out.append("")
     # Idle density.
     sizes = sorted({r["connections"] for r in by(rows, "idle")})
+    # The same-work Centrifugo differs in its channels only, so peers.sh runs no idle for it.
+    idle_systems = [s for s in SYSTEMS if by(rows, "idle", system=s)]
     out.append("Idle density: server RSS growth per connected and joined idle connection (KiB), "
                "and the server's whole RSS (MiB), one process with Redis.")
     out.append("")
-    out.append("| Connections | " + " | ".join(LABEL[s] for s in SYSTEMS) + " |")
-    out.append("| --- | " + " | ".join("---" for _ in SYSTEMS) + " |")
+    out.append("| Connections | " + " | ".join(LABEL[s] for s in idle_systems) + " |")
+    out.append("| --- | " + " | ".join("---" for _ in idle_systems) + " |")
     for n in sizes:
         cells = []
-        for s in SYSTEMS:
+        for s in idle_systems:
             r = next(iter(by(rows, "idle", system=s, connections=n)), None)
             if r is None:
                 cells.append("—")
@@ -135,35 +141,38 @@ def tables(machine, rows):
             for s in SYSTEMS) + " |")
     out.append("")
     # Ratios.
-    out.append("| Ratio (Switchboard ÷ peer) | vs socket.io | vs Centrifugo |")
-    out.append("| --- | --- | --- |")
+    out.append("| Ratio (Switchboard ÷ peer) | vs socket.io | vs Centrifugo | vs Centrifugo, same work |")
+    out.append("| --- | --- | --- | --- |")
 
     def ratio(a, b, fmt="{:.2f}×"):
         return fmt.format(a / b) if a is not None and b else "—"
 
     def largest_common_idle():
         common = None
-        for s in SYSTEMS:
+        for s in idle_systems:
             ns = {r["connections"] for r in idle_points(rows, s)}
             common = ns if common is None else common & ns
         return max(common) if common else None
 
     n = largest_common_idle()
     if n:
-        kib = {s: next(r for r in idle_points(rows, s) if r["connections"] == n)["kib_per_connection"] for s in SYSTEMS}
+        kib = {s: next(r for r in idle_points(rows, s) if r["connections"] == n)["kib_per_connection"] for s in idle_systems}
         out.append(f"| memory per idle connection at {n:,} (lower is better) | "
                    f"{ratio(kib['switchboard'], kib['socketio'])} (1/{kib['socketio'] / kib['switchboard']:.1f}) | "
-                   f"{ratio(kib['switchboard'], kib['centrifugo'])} |")
+                   f"{ratio(kib['switchboard'], kib['centrifugo'])} | — |")
     mx = {s: (m[s]["relayed_per_second"] if m[s] else None) for s in SYSTEMS}
-    out.append(f"| maximum cross-process relay rate | {ratio(mx['switchboard'], mx['socketio'])} | {ratio(mx['switchboard'], mx['centrifugo'])} |")
+    out.append(f"| maximum cross-process relay rate | {ratio(mx['switchboard'], mx['socketio'])} | {ratio(mx['switchboard'], mx['centrifugo'])} | "
+               f"{ratio(mx['switchboard'], mx['centrifugo-same-work'])} |")
     js = {s: (j[s]["joins_per_second"] if j[s] and "skipped" not in j[s] else None) for s in SYSTEMS}
-    out.append(f"| joins/s | {ratio(js['switchboard'], js['socketio'])} | {ratio(js['switchboard'], js['centrifugo'])} |")
+    out.append(f"| joins/s | {ratio(js['switchboard'], js['socketio'])} | {ratio(js['switchboard'], js['centrifugo'])} | "
+               f"{ratio(js['switchboard'], js['centrifugo-same-work'])} |")
     p99 = {}
     for s in SYSTEMS:
         r = next(iter(by(rows, "relay", system=s, mode="rate", offered_per_second=10000.0)), None)
         p99[s] = r["latency"]["p99_ms"] if r else None
     out.append(f"| relay p99 at 10,000/s (lower is better) | {ratio(p99['switchboard'], p99['socketio'], '{:.3f}×')} | "
-               f"{ratio(p99['switchboard'], p99['centrifugo'], '{:.3f}×')} |")
+               f"{ratio(p99['switchboard'], p99['centrifugo'], '{:.3f}×')} | "
+               f"{ratio(p99['switchboard'], p99['centrifugo-same-work'], '{:.3f}×')} |")
     return "\n".join(out)
 
 
@@ -195,7 +204,8 @@ def plots(rows, image_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"switchboard": "tab:blue", "socketio": "tab:orange", "centrifugo": "tab:green"}
+    colors = {"switchboard": "tab:blue", "socketio": "tab:orange", "centrifugo": "tab:green",
+              "centrifugo-same-work": "tab:olive"}
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for s in SYSTEMS:
         pts = rate_points(rows, s)
@@ -243,7 +253,7 @@ def plots(rows, image_dir):
         ax.bar(x, server, color=[colors[s] for s in names], label="server")
         ax.bar(x, redis, bottom=server, color=[colors[s] for s in names], alpha=0.45, hatch="//",
                label="Redis")
-        ax.set_xticks(list(x), [LABEL[s].split(" ")[0] for s in names], fontsize=8)
+        ax.set_xticks(list(x), [SHORT[s] for s in names], fontsize=7)
         ax.set_title(operation, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("µs of one core (server solid, Redis hatched)")

@@ -119,6 +119,15 @@ fn centrifugo_scenarios_run() {
     smoke("centrifugo");
 }
 
+/// The same with Centrifugo doing Switchboard's work: room channels with presence and
+/// join/leave pushes, and a history on the personal channels (the load generator checks that
+/// each subscription is accepted and the personal channel is recoverable).
+#[test]
+fn centrifugo_same_work_scenarios_run() {
+    switchboard_tests::require!(Redis, BenchPeers);
+    smoke("centrifugo-same-work");
+}
+
 /// Switchboard alone on its in-process store (`tests/bench/signaling.sh`): idle memory with and
 /// without joins (the server's own count of joined connections agrees), joins, and
 /// same-process relay at a rate and at the maximum.

@@ -137,6 +137,10 @@ enum System {
     Switchboard,
     Socketio,
     Centrifugo,
+    /// Centrifugo doing what Switchboard does per join and per message: each client also
+    /// subscribes to its room's channel, with presence and join/leave pushes to the room, and
+    /// the personal channels keep a history of Switchboard's mailbox length for recovery.
+    CentrifugoSameWork,
 }
 
 impl System {
@@ -145,6 +149,7 @@ impl System {
             System::Switchboard => "switchboard",
             System::Socketio => "socketio",
             System::Centrifugo => "centrifugo",
+            System::CentrifugoSameWork => "centrifugo-same-work",
         }
     }
 }
@@ -324,10 +329,12 @@ impl Server {
                     "/socket.io/?EIO=4&transport=polling",
                 )
             }
-            System::Centrifugo => {
+            System::Centrifugo | System::CentrifugoSameWork => {
                 let bin = peers_dir(peers).join("centrifugo");
                 let config = dir.path().join("config.json");
-                std::fs::write(&config, centrifugo_config(port, redis_url).to_string()).unwrap();
+                let same_work = system == System::CentrifugoSameWork;
+                let config_json = centrifugo_config(port, redis_url, same_work);
+                std::fs::write(&config, config_json.to_string()).unwrap();
                 (
                     "centrifugo",
                     bin,
@@ -411,9 +418,11 @@ fn smaps(pid: u32) -> Value {
 }
 
 /// Centrifugo v6 configuration: JWT with the test HMAC key, the Redis engine when given, and
-/// channels clients may subscribe and publish to themselves (no history, no presence: the
-/// least work per message, like the other two systems).
-fn centrifugo_config(port: u16, redis_url: Option<&str>) -> Value {
+/// channels clients may subscribe and publish to themselves. By default no history and no
+/// presence: the least work per message. With `same_work`, the personal channels keep the
+/// last 256 messages (Switchboard's default mailbox) for recovery, and `room:` channels keep
+/// presence and push joins and leaves to the room, as Switchboard's join does.
+fn centrifugo_config(port: u16, redis_url: Option<&str>, same_work: bool) -> Value {
     let mut config = json!({
         "http_server": {"address": "127.0.0.1", "port": port},
         "log": {"level": "warn"},
@@ -430,6 +439,19 @@ fn centrifugo_config(port: u16, redis_url: Option<&str>) -> Value {
             }
         },
     });
+    if same_work {
+        let personal = &mut config["channel"]["without_namespace"];
+        personal["history_size"] = json!(256);
+        personal["history_ttl"] = json!("10s");
+        personal["force_recovery"] = json!(true);
+        config["channel"]["namespaces"] = json!([{
+            "name": "room",
+            "allow_subscribe_for_client": true,
+            "presence": true,
+            "join_leave": true,
+            "force_push_join_leave": true,
+        }]);
+    }
     if let Some(url) = redis_url {
         let address = url.trim_end_matches('/').to_owned();
         config["engine"] = json!({"type": "redis", "redis": {"address": [address]}});
@@ -441,6 +463,8 @@ fn centrifugo_config(port: u16, redis_url: Option<&str>) -> Value {
 struct Conn {
     ws: Ws,
     user: String,
+    /// The room its token names.
+    room: String,
     /// The id others address it by, once known (socket.io: its socket id).
     id: Option<String>,
 }
@@ -473,7 +497,7 @@ fn pong_for(system: System, text: &str) -> Option<&'static str> {
         // Engine.IO v4: the server pings ("2"), the client pongs ("3").
         System::Socketio => (text == "2").then_some("3"),
         // Centrifugo: an empty command is a ping, answered with an empty one.
-        System::Centrifugo => (text == "{}").then_some("{}"),
+        System::Centrifugo | System::CentrifugoSameWork => (text == "{}").then_some("{}"),
     }
 }
 
@@ -502,7 +526,9 @@ async fn connect_with(
     let url = match system {
         System::Switchboard => format!("ws://127.0.0.1:{port}/v1/ws?access_token={jwt}"),
         System::Socketio => format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
-        System::Centrifugo => format!("ws://127.0.0.1:{port}/connection/websocket"),
+        System::Centrifugo | System::CentrifugoSameWork => {
+            format!("ws://127.0.0.1:{port}/connection/websocket")
+        }
     };
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config(write_buffer)))
@@ -531,7 +557,7 @@ async fn connect_with(
                 assert!(!text.starts_with("44"), "socket.io refused: {text}");
             }
         }
-        System::Centrifugo => {
+        System::Centrifugo | System::CentrifugoSameWork => {
             ws.send(Message::Text(
                 format!(r#"{{"id":1,"connect":{{"token":"{jwt}","name":"bench"}}}}"#).into(),
             ))
@@ -549,6 +575,7 @@ async fn connect_with(
     Conn {
         ws,
         user: user.to_owned(),
+        room: room.to_owned(),
         id,
     }
 }
@@ -589,17 +616,36 @@ async fn join(system: System, conn: &mut Conn) -> String {
                 }
             }
         }
-        System::Centrifugo => {
+        System::Centrifugo | System::CentrifugoSameWork => {
             let channel = format!("u_{}", conn.user);
-            ws.send(Message::Text(
-                format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#).into(),
-            ))
-            .await
-            .unwrap();
+            let mut commands = format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#);
+            // Same work: the room's channel too, in the same frame; its reply is the last.
+            let last = if system == System::CentrifugoSameWork {
+                let room = &conn.room;
+                commands.push_str(&format!(
+                    "\n{{\"id\":3,\"subscribe\":{{\"channel\":\"room:{room}\"}}}}"
+                ));
+                3
+            } else {
+                2
+            };
+            ws.send(Message::Text(commands.into())).await.unwrap();
+            let mut answered = 0;
             loop {
                 let text = next_text(ws, "the subscribe reply").await;
-                if let Some(reply) = centrifugo_reply(&text, 2) {
-                    assert!(reply.get("error").is_none(), "subscribe refused: {text}");
+                for id in 2..=last {
+                    if let Some(reply) = centrifugo_reply(&text, id) {
+                        assert!(reply.get("error").is_none(), "subscribe refused: {text}");
+                        // Same work keeps a history on the personal channel: it is recoverable.
+                        let recoverable = reply["subscribe"]["recoverable"] == true;
+                        assert!(
+                            id != 2 || recoverable == (last == 3),
+                            "the personal channel's history is not as configured: {text}"
+                        );
+                        answered += 1;
+                    }
+                }
+                if answered == last - 1 {
                     return channel;
                 }
                 if let Some(pong) = pong_for(system, &text) {
@@ -616,7 +662,7 @@ fn offer(system: System, to: &str, id: u64, intended: u64, sent: u64, pad: &str)
     let text = match system {
         System::Switchboard => format!(r#"{{"type":"offer","to":"{to}","sdp":"{sdp}"}}"#),
         System::Socketio => format!(r#"42["offer",{{"to":"{to}","sdp":"{sdp}"}}]"#),
-        System::Centrifugo => format!(
+        System::Centrifugo | System::CentrifugoSameWork => format!(
             r#"{{"id":{id},"publish":{{"channel":"{to}","data":{{"type":"offer","sdp":"{sdp}"}}}}}}"#
         ),
     };
@@ -640,7 +686,7 @@ fn is_error(system: System, text: &str) -> bool {
     match system {
         System::Switchboard => text.contains(r#""type":"error""#),
         System::Socketio => text.starts_with("44") || text.starts_with('1'),
-        System::Centrifugo => text.contains(r#""error":"#),
+        System::Centrifugo | System::CentrifugoSameWork => text.contains(r#""error":"#),
     }
 }
 
