@@ -19,7 +19,7 @@
 # Writes raw JSON lines to $OUT (default target/bench/peers.jsonl), the Markdown tables to
 # ${OUT%.jsonl}.md, and the plots to docs/images/peers-cpu.png, peers-latency.png and
 # peers-memory.png.
-# Takes about 12 minutes on 2 cores once built. Run it on a quiet machine: it records the load
+# Takes about 9 minutes on 2 cores once built. Run it on a quiet machine: it records the load
 # average and the busiest processes at its start.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

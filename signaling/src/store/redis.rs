@@ -1095,8 +1095,8 @@ return AFTER
 /// cost more than this body's own work): it checks each target's own deadline instead of
 /// pruning the room (the participants' refreshes prune and announce), formats a seq once, and
 /// sets a key's expiry only when this call created the key (a refresh extends them
-/// afterwards). Several messages per call share the call's own cost, about as much as a
-/// message's work ([`RedisStore::relay`] gathers them). `PUBLISH` and [`EXPIRE_KEYS`] are
+/// afterwards). Several messages per call share the call's own cost (on a single Redis,
+/// [`RedisStore::relay`] gathers them). `PUBLISH` and [`EXPIRE_KEYS`] are
 /// defined before this.
 const RELAY: &str = r#"
 local time = redis.call('TIME')
