@@ -109,16 +109,9 @@ async fn send_calls<C>(
     let mailbox_len = mailbox_len.to_string();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
-        let mut bytes = first.prefix.len();
-        batch.push(first);
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match queue.try_recv() {
-                Ok(job) => {
-                    bytes += job.prefix.len();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
+        gather(first, &mut queue, &mut batch);
+        if batch.is_empty() {
+            continue;
         }
         let mut invocation = script.prepare_invoke();
         invocation.arg(&mailbox_len);
@@ -131,6 +124,24 @@ async fn send_calls<C>(
         let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
         let outcome = super::redis::bounded(timeout, call).await;
         answer(&mut batch, outcome);
+    }
+}
+
+/// Fills `batch` with `first` and the jobs queued behind it, up to [`MAX_BATCH`] messages or
+/// [`MAX_BATCH_BYTES`], leaving out those whose caller has stopped waiting. A caller that timed
+/// out (Redis slow, a call ahead of it out for the whole timeout) has told its client the
+/// message was not delivered, so it is not sent later after all.
+fn gather(first: Job, queue: &mut mpsc::UnboundedReceiver<Job>, batch: &mut Vec<Job>) {
+    let mut bytes = 0;
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        if !job.seq.is_closed() {
+            bytes += job.prefix.len();
+            batch.push(job);
+        }
+        if batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            next = queue.try_recv().ok();
+        }
     }
 }
 
@@ -185,4 +196,78 @@ fn unavailable(why: String) -> StoreError {
         std::io::ErrorKind::NotConnected,
         why,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn job(to: &str, bytes: usize) -> (Job, oneshot::Receiver<Result<u64>>) {
+        let (seq, answer) = oneshot::channel();
+        let job = Job {
+            room: RoomId::parse("r1").unwrap(),
+            to: ParticipantId::parse(to).unwrap(),
+            prefix: "x".repeat(bytes),
+            seq,
+        };
+        (job, answer)
+    }
+
+    fn targets(batch: &[Job]) -> Vec<&str> {
+        batch.iter().map(|job| job.to.as_str()).collect()
+    }
+
+    #[test]
+    fn a_call_takes_what_is_queued_in_order_but_not_what_nobody_waits_for() {
+        let (tx, mut queue) = mpsc::unbounded_channel();
+        let (first, _first_answer) = job("p1", 10);
+        let mut waiting = Vec::new();
+        for (i, to) in ["p2", "p3", "p4", "p5"].into_iter().enumerate() {
+            let (queued, answer) = job(to, 10);
+            tx.send(queued).unwrap();
+            // p3's caller timed out: its answer is dropped.
+            if i != 1 {
+                waiting.push(answer);
+            }
+        }
+        let mut batch = Vec::new();
+        gather(first, &mut queue, &mut batch);
+        assert_eq!(targets(&batch), ["p1", "p2", "p4", "p5"]);
+        assert!(queue.try_recv().is_err(), "everything queued was taken");
+
+        // A call whose every caller gave up is not made.
+        let (gone, answer) = job("p6", 10);
+        drop(answer);
+        let mut batch = Vec::new();
+        gather(gone, &mut queue, &mut batch);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_call_stops_at_its_message_or_byte_limit() {
+        let (tx, mut queue) = mpsc::unbounded_channel();
+        let mut answers = Vec::new();
+        for n in 0..MAX_BATCH + 5 {
+            let (queued, answer) = job(&format!("p{n}"), 1);
+            tx.send(queued).unwrap();
+            answers.push(answer);
+        }
+        let (first, _answer) = job("first", 1);
+        let mut batch = Vec::new();
+        gather(first, &mut queue, &mut batch);
+        assert_eq!(batch.len(), MAX_BATCH);
+        assert_eq!(batch[1].to.as_str(), "p0", "the queue's order is kept");
+
+        let mut batch = Vec::new();
+        let (big, _big_answer) = job("big", MAX_BATCH_BYTES);
+        gather(big, &mut queue, &mut batch);
+        assert_eq!(
+            targets(&batch),
+            ["big"],
+            "a call takes at least one message"
+        );
+    }
 }
