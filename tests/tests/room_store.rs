@@ -277,8 +277,10 @@ async fn script_calls(connection: &mut redis::aio::MultiplexedConnection) -> u64
 }
 
 /// Relays asked for while a relay call is out share the next call (docs/architecture.md, "A
-/// join, from the socket to the reply", step 3): 400 relays in flight together, in 40 rooms, reach Redis in
-/// far fewer calls, and each still gets its own seq, with its mailbox and seq keys expiring.
+/// join, from the socket to the reply", step 3): 400 relays in flight together, in 40 rooms,
+/// reach Redis in far fewer calls, and each still gets its own seq, with its mailbox and seq
+/// keys expiring. A target that is in one room only gets its message there and `None` in every
+/// other room of the same calls.
 #[tokio::test(flavor = "current_thread")]
 async fn relays_in_flight_together_share_script_calls() {
     switchboard_tests::require!(Redis);
@@ -300,6 +302,12 @@ async fn relays_in_flight_together_share_script_calls() {
             .await
             .unwrap();
     }
+    // In the first room only.
+    let only_first = ParticipantId::parse("p-first").unwrap();
+    store
+        .join(&rooms[0], behaviour::entry("p-first", "carol"), 10)
+        .await
+        .unwrap();
     let mut redis_conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -313,8 +321,24 @@ async fn relays_in_flight_together_share_script_calls() {
         .iter()
         .flat_map(|room| (0..EACH).map(move |_| room))
         .map(|room| store.relay(room, &target, offer));
-    let seqs = futures::future::join_all(relays).await;
+    // And one to p-first in every room, in the same calls.
+    let to_first = rooms
+        .iter()
+        .map(|room| store.relay(room, &only_first, offer));
+    let (seqs, to_first) = futures::future::join(
+        futures::future::join_all(relays),
+        futures::future::join_all(to_first),
+    )
+    .await;
     let calls = script_calls(&mut redis_conn).await - before;
+    for (i, seq) in to_first.iter().enumerate() {
+        let want = (i == 0).then_some(1);
+        assert_eq!(
+            *seq.as_ref().unwrap(),
+            want,
+            "room {i}: p-first is in the first room only"
+        );
+    }
     for (i, room_seqs) in seqs.chunks(EACH as usize).enumerate() {
         let got: Vec<u64> = room_seqs
             .iter()
@@ -326,7 +350,7 @@ async fn relays_in_flight_together_share_script_calls() {
             "room {i}: seqs in the order asked"
         );
     }
-    let relayed = ROOMS as u64 * EACH;
+    let relayed = ROOMS as u64 * (EACH + 1);
     assert!(
         calls * 10 <= relayed,
         "{relayed} relays took {calls} script calls; relays in flight together must share calls"
@@ -336,6 +360,56 @@ async fn relays_in_flight_together_share_script_calls() {
             let key = format!("sb:room:{{{room}}}:{kind}");
             let pttl: i64 = redis_conn.pttl(&key).await.unwrap();
             assert!(pttl > 0, "{key} has PTTL {pttl}: every key expires");
+        }
+    }
+}
+
+/// A room whose seq key is broken (written as a string by something else) fails its own relays
+/// with Redis's error, while the relays of other rooms in the same calls go through.
+#[tokio::test(flavor = "current_thread")]
+async fn a_broken_room_fails_only_its_own_relays_in_a_shared_call() {
+    switchboard_tests::require!(Redis);
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis, behaviour::LONG_TTL).await;
+    let rooms: Vec<_> = (0..6).map(|_| behaviour::room("broken")).collect();
+    let target = ParticipantId::parse("p-t").unwrap();
+    for room in &rooms {
+        store
+            .join(room, behaviour::entry("p-a", "alice"), 10)
+            .await
+            .unwrap();
+        store
+            .join(room, behaviour::entry("p-t", "bob"), 10)
+            .await
+            .unwrap();
+    }
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let broken = 3;
+    let _: () = redis_conn
+        .set(format!("sb:room:{{{}}}:seq", rooms[broken]), "not a hash")
+        .await
+        .unwrap();
+    let offer = r#"{"type":"offer","from":"p-a","sdp":"v=0","seq":0}"#;
+    let outcomes = futures::future::join_all(
+        rooms
+            .iter()
+            .flat_map(|room| [room, room])
+            .map(|room| store.relay(room, &target, offer)),
+    )
+    .await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        let (i, nth) = (n / 2, n % 2);
+        if i == broken {
+            let error = outcome.as_ref().unwrap_err();
+            assert!(matches!(error, StoreError::Backend(_)), "room {i}: {error}");
+            assert!(error.to_string().contains("WRONGTYPE"), "room {i}: {error}");
+        } else {
+            let want = Some(nth as u64 + 1);
+            assert_eq!(*outcome.as_ref().unwrap(), want, "room {i}, message {nth}");
         }
     }
 }

@@ -24,7 +24,7 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use super::relay_batch::RelayBatcher;
+use super::relay_batch::{self, RelayBatcher};
 use super::subscriber::{Subscriber, channel};
 use super::{
     DEFAULT_MAILBOX_LEN, FactSink, JoinOutcome, ParticipantEntry, Result, ResumeRefusal,
@@ -60,7 +60,9 @@ pub struct RedisStore<C = ConnectionManager> {
     facts: OnceLock<FactSink>,
     /// When this process last wrote each room to the room index (see [`Self::index_room`]).
     indexed: Mutex<RecentIndexWrites>,
-    /// Whether relays share calls ([`RelayBatcher`]): on a single Redis, not on a cluster.
+    /// Whether relays share calls ([`RelayBatcher`]): only when [`RedisStore::connect`] made
+    /// the connection, to a single Redis. A call may touch many rooms' keys, which a cluster
+    /// refuses, and `from_connection` cannot tell what it was given.
     batch_relays: bool,
     /// Started with the first relay, when relays share calls.
     relays: OnceLock<RelayBatcher>,
@@ -105,6 +107,7 @@ impl RedisStore<ConnectionManager> {
         let connect = ConnectionManager::new_with_config(client, config);
         let connection = bounded(timeout, connect).await?;
         let mut store = Self::from_connection(connection, ttl, timeout)?;
+        store.batch_relays = true;
         // Pub/sub messages arrive as RESP3 pushes on a connection of their own.
         let info = url
             .into_connection_info()
@@ -147,7 +150,6 @@ impl RedisStore<ClusterConnection> {
         let connection = bounded(timeout, client.get_async_connection()).await?;
         let mut store = Self::from_connection(connection, ttl, timeout)?;
         store.scripts = Scripts::new(PubSubMode::Sharded);
-        store.batch_relays = false;
         let (push_tx, pushes) = mpsc::unbounded_channel();
         let pubsub_client = ClusterClientBuilder::new(nodes.to_vec())
             .use_protocol(ProtocolVersion::RESP3)
@@ -168,7 +170,9 @@ impl<C> RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
-    /// Wraps an existing connection. `timeout` bounds each operation.
+    /// Wraps an existing connection. `timeout` bounds each operation. Each relay is a call of
+    /// its own here (the connection may be a cluster's); [`RedisStore::connect`]'s relays
+    /// share calls.
     pub fn from_connection(connection: C, ttl: Duration, timeout: Duration) -> Result<Self> {
         if timeout.is_zero() {
             return Err(StoreError::Config(
@@ -188,7 +192,7 @@ where
                 at: HashMap::new(),
                 cleanup_at: INDEXED_ROOMS_BEFORE_CLEANUP,
             }),
-            batch_relays: true,
+            batch_relays: false,
             relays: OnceLock::new(),
         })
     }
@@ -505,16 +509,16 @@ where
             } else {
                 // The relay script of one message: mailbox length, then target and message.
                 let len = self.mailbox_len.to_string();
-                let seqs: Vec<u64> = self
+                let answers: Vec<redis::Value> = self
                     .run_plain(&self.scripts.relay, room, &[&len, to.as_str(), prefix])
                     .await?;
-                match seqs.as_slice() {
-                    [seq] => *seq,
-                    _ => {
+                match <[redis::Value; 1]>::try_from(answers) {
+                    Ok([answer]) => relay_batch::seq_of(answer)?,
+                    Err(answers) => {
                         return Err(StoreError::Backend(RedisError::from((
                             ErrorKind::UnexpectedReturnType,
                             "relay call answered wrongly",
-                            format!("{} seqs for one message", seqs.len()),
+                            format!("{} answers for one message", answers.len()),
                         ))));
                     }
                 }
@@ -1088,7 +1092,8 @@ return AFTER
 /// ARGV: the mailbox length, then for each message its target id and the message up to its
 /// `"seq":0}` placeholder.
 /// Returns each message's seq, in order, or 0 where the target is not in the room (or has
-/// expired): nothing is written or published for that one.
+/// expired): nothing is written or published for that one; or, where that message failed,
+/// Redis's error as text.
 ///
 /// This is the hot path, so it does the least that keeps the invariants, and it runs without
 /// the [`PRELUDE`] (Redis runs a script's whole body on every call, and the prelude's helpers
@@ -1096,38 +1101,52 @@ return AFTER
 /// pruning the room (the participants' refreshes prune and announce), formats a seq once, and
 /// sets a key's expiry only when this call created the key (a refresh extends them
 /// afterwards). Several messages per call share the call's own cost (on a single Redis,
-/// [`RedisStore::relay`] gathers them). `PUBLISH` and [`EXPIRE_KEYS`] are
+/// [`super::relay_batch`] gathers them). `PUBLISH` and [`EXPIRE_KEYS`] are
 /// defined before this.
 const RELAY: &str = r#"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local limit = tonumber(ARGV[1])
-local seqs = {}
-for i = 1, (#ARGV - 1) / 2 do
+
+local function relay(i)
   local base = (i - 1) * 4
   local to = ARGV[2 * i]
   local deadline = tonumber(redis.call('ZSCORE', KEYS[base + 3], to))
   if not deadline or deadline <= now then
-    seqs[i] = 0
+    return 0
+  end
+  local room = string.sub(KEYS[base + 1], 1, #KEYS[base + 1] - 13)
+  local count = redis.call('HINCRBY', KEYS[base + 4], to, 1)
+  local seq = tostring(count)
+  local payload = seq .. ' ' .. ARGV[2 * i + 1] .. ',"seq":' .. seq .. '}'
+  local box = room .. ':mailbox:' .. to
+  local length = redis.call('RPUSH', box, payload)
+  if length > limit then
+    redis.call('LPOP', box, length - limit)
+  end
+  if length == 1 then
+    redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
+  end
+  if count == 1 and redis.call('PTTL', KEYS[base + 4]) < 0 then
+    -- The room's first relay to this target created the seq hash.
+    expire_keys(now, base)
+  end
+  redis.call(PUBLISH, room .. ':to:' .. to, payload)
+  return count
+end
+
+-- A message that fails (a room key of the wrong type, say) answers its error as text and
+-- the others still go: Redis keeps what a script wrote before an error, so failing the whole
+-- call would report as failed the messages already published, in rooms that are fine.
+local seqs = {}
+for i = 1, (#ARGV - 1) / 2 do
+  local ok, result = pcall(relay, i)
+  if ok then
+    seqs[i] = result
+  elseif type(result) == 'table' and result.err then
+    seqs[i] = result.err
   else
-    local room = string.sub(KEYS[base + 1], 1, #KEYS[base + 1] - 13)
-    local count = redis.call('HINCRBY', KEYS[base + 4], to, 1)
-    local seq = tostring(count)
-    local payload = seq .. ' ' .. ARGV[2 * i + 1] .. ',"seq":' .. seq .. '}'
-    local box = room .. ':mailbox:' .. to
-    local length = redis.call('RPUSH', box, payload)
-    if length > limit then
-      redis.call('LPOP', box, length - limit)
-    end
-    if length == 1 then
-      redis.call('PEXPIRE', box, math.max(1, math.floor(deadline - now)))
-    end
-    if count == 1 and redis.call('PTTL', KEYS[base + 4]) < 0 then
-      -- The room's first relay to this target created the seq hash.
-      expire_keys(now, base)
-    end
-    redis.call(PUBLISH, room .. ':to:' .. to, payload)
-    seqs[i] = count
+    seqs[i] = tostring(result)
   end
 end
 return seqs

@@ -4,14 +4,17 @@
 //! and reply besides, against about 8 µs for one relay's own commands ("Redis time per relay
 //! call" in `docs/benchmarks.md`). So a pod keeps at most one relay call out at a time: relays
 //! asked for while it is out wait, and the next call carries all of them, up to [`MAX_BATCH`]
-//! messages or [`MAX_BATCH_BYTES`]. A quiet pod's relay goes out at once, alone; a busy pod's
-//! relays share calls in proportion to its load, and wait at most one call longer than they
-//! would alone. (Two calls out were measured too: batches at 10,000 relays/s were smaller and
+//! messages or about [`MAX_BATCH_BYTES`]. A quiet pod's relay goes out at once, alone; a busy
+//! pod's relays share calls in proportion to its load, and wait for the call out before theirs
+//! (for more than one only when more than a call's worth queue up meanwhile). (Two calls out were measured too: batches at 10,000 relays/s were smaller and
 //! cost the server and Redis about 6 and 5 µs more per message, for no better median latency.)
 //!
 //! Order is kept: the calls go out one after the other, and a call relays its messages in the
 //! order they were asked for. A session waits for each relay before its next, so one sender's
 //! messages to one target keep their order whether they share a call or not.
+//!
+//! A message that fails in Redis (a room key of the wrong type) fails alone: the script answers
+//! its error in its place and goes on, and only its caller gets the error.
 //!
 //! Only for a single Redis: one call can touch many rooms' keys there. In Redis Cluster a call
 //! is bound to one slot, and one slow shard must not hold back every other room's relays, so
@@ -19,8 +22,8 @@
 
 use std::time::Duration;
 
-use redis::Script;
 use redis::aio::ConnectionLike;
+use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::redis::keys;
@@ -121,7 +124,7 @@ async fn send_calls<C>(
             }
             invocation.arg(job.to.as_str()).arg(&job.prefix);
         }
-        let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
+        let call = invocation.invoke_async::<Vec<Value>>(&mut connection);
         let outcome = super::redis::bounded(timeout, call).await;
         answer(&mut batch, outcome);
     }
@@ -145,18 +148,18 @@ fn gather(first: Job, queue: &mut mpsc::UnboundedReceiver<Job>, batch: &mut Vec<
     }
 }
 
-/// Hands each job of a call its seq, or each the call's error. Empties `batch`.
-fn answer(batch: &mut Vec<Job>, outcome: Result<Vec<u64>>) {
+/// Hands each job of a call its answer, or each the call's error. Empties `batch`.
+fn answer(batch: &mut Vec<Job>, outcome: Result<Vec<Value>>) {
     match outcome {
-        Ok(seqs) if seqs.len() == batch.len() => {
-            for (job, seq) in batch.drain(..).zip(seqs) {
-                let _ = job.seq.send(Ok(seq));
+        Ok(answers) if answers.len() == batch.len() => {
+            for (job, answer) in batch.drain(..).zip(answers) {
+                let _ = job.seq.send(seq_of(answer));
             }
         }
-        Ok(seqs) => {
+        Ok(answers) => {
             let why = format!(
-                "the relay script answered {} seqs for {} messages",
-                seqs.len(),
+                "the relay script answered {} times for {} messages",
+                answers.len(),
                 batch.len()
             );
             tracing::error!(%why, "relay call answered wrongly");
@@ -174,6 +177,30 @@ fn answer(batch: &mut Vec<Job>, outcome: Result<Vec<u64>>) {
                 let _ = job.seq.send(Err(same_error(&error)));
             }
         }
+    }
+}
+
+/// One message's answer from the relay script: its seq (0: the target is not in the room), or
+/// the error Redis gave for that message alone.
+pub(super) fn seq_of(answer: Value) -> Result<u64> {
+    match answer {
+        Value::Int(seq) => u64::try_from(seq).map_err(|_| {
+            StoreError::Backend(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "relay script answered a negative seq",
+                seq.to_string(),
+            )))
+        }),
+        Value::BulkString(text) => Err(StoreError::Backend(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "Redis refused to relay the message",
+            String::from_utf8_lossy(&text).into_owned(),
+        )))),
+        other => Err(StoreError::Backend(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "relay script answered neither a seq nor an error",
+            format!("{other:?}"),
+        )))),
     }
 }
 
@@ -201,7 +228,7 @@ fn unavailable(why: String) -> StoreError {
 #[cfg(test)]
 mod tests {
     // Test code: a failed unwrap is a failed test.
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
 
@@ -243,6 +270,49 @@ mod tests {
         drop(answer);
         let mut batch = Vec::new();
         gather(gone, &mut queue, &mut batch);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn each_caller_gets_its_own_answer_or_the_whole_call_s_failure() {
+        let mut answers = Vec::new();
+        let mut batch = Vec::new();
+        for to in ["p1", "p2", "p3"] {
+            let (queued, answer) = job(to, 1);
+            batch.push(queued);
+            answers.push(answer);
+        }
+        let refused = Value::BulkString(b"WRONGTYPE Operation against a key".to_vec());
+        answer(&mut batch, Ok(vec![Value::Int(7), Value::Int(0), refused]));
+        let got: Vec<_> = answers.iter_mut().map(|a| a.try_recv().unwrap()).collect();
+        assert_eq!(got[0].as_ref().unwrap(), &7);
+        assert_eq!(got[1].as_ref().unwrap(), &0, "0: not in the room");
+        let error = got[2].as_ref().unwrap_err();
+        assert!(matches!(error, StoreError::Backend(_)), "{error}");
+        assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+
+        // Too few answers: nobody can tell which is whose, so every caller gets an error.
+        let (queued, mut one) = job("p1", 1);
+        let (queued2, mut two) = job("p2", 1);
+        let mut batch = vec![queued, queued2];
+        answer(&mut batch, Ok(vec![Value::Int(1)]));
+        for answer in [&mut one, &mut two] {
+            assert!(matches!(
+                answer.try_recv().unwrap(),
+                Err(StoreError::Backend(_))
+            ));
+        }
+        // The call failed: each caller gets the failure, as unavailable as it was.
+        let (queued, mut one) = job("p1", 1);
+        let mut batch = vec![queued];
+        let down = StoreError::Unavailable(redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        answer(&mut batch, Err(down));
+        assert!(matches!(
+            one.try_recv().unwrap(),
+            Err(StoreError::Unavailable(_))
+        ));
         assert!(batch.is_empty());
     }
 
