@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use switchboard_signaling::ids::ParticipantId;
+use switchboard_signaling::ids::{ParticipantId, RoomId};
 use switchboard_signaling::store::{RedisStore, RoomStore, StoreError, behaviour};
 use switchboard_tests::RedisServer;
 use switchboard_tests::process::ChildProcess;
@@ -276,6 +276,22 @@ async fn script_calls(connection: &mut redis::aio::MultiplexedConnection) -> u64
         .sum()
 }
 
+/// `count` new rooms, each with sender `p-a` and target `p-t`.
+async fn rooms_of_two(store: &RedisStore, case: &str, count: usize) -> Vec<RoomId> {
+    let mut rooms = Vec::new();
+    for _ in 0..count {
+        let room = behaviour::room(case);
+        for (id, user) in [("p-a", "alice"), ("p-t", "bob")] {
+            store
+                .join(&room, behaviour::entry(id, user), 10)
+                .await
+                .unwrap();
+        }
+        rooms.push(room);
+    }
+    rooms
+}
+
 /// Relays asked for while a relay call is out share the next call (docs/architecture.md, "A
 /// join, from the socket to the reply", step 3): 400 relays in flight together, in 40 rooms,
 /// reach Redis in far fewer calls, and each still gets its own seq, with its mailbox and seq
@@ -288,20 +304,8 @@ async fn relays_in_flight_together_share_script_calls() {
     let store = store(&redis, behaviour::LONG_TTL).await;
     const ROOMS: usize = 40;
     const EACH: u64 = 10;
-    let rooms: Vec<_> = (0..ROOMS)
-        .map(|_| behaviour::room("shared-calls"))
-        .collect();
+    let rooms = rooms_of_two(&store, "shared-calls", ROOMS).await;
     let target = ParticipantId::parse("p-t").unwrap();
-    for room in &rooms {
-        store
-            .join(room, behaviour::entry("p-a", "alice"), 10)
-            .await
-            .unwrap();
-        store
-            .join(room, behaviour::entry("p-t", "bob"), 10)
-            .await
-            .unwrap();
-    }
     // In the first room only.
     let only_first = ParticipantId::parse("p-first").unwrap();
     store
@@ -371,18 +375,8 @@ async fn a_broken_room_fails_only_its_own_relays_in_a_shared_call() {
     switchboard_tests::require!(Redis);
     let redis = RedisServer::start().unwrap();
     let store = store(&redis, behaviour::LONG_TTL).await;
-    let rooms: Vec<_> = (0..6).map(|_| behaviour::room("broken")).collect();
+    let rooms = rooms_of_two(&store, "broken", 6).await;
     let target = ParticipantId::parse("p-t").unwrap();
-    for room in &rooms {
-        store
-            .join(room, behaviour::entry("p-a", "alice"), 10)
-            .await
-            .unwrap();
-        store
-            .join(room, behaviour::entry("p-t", "bob"), 10)
-            .await
-            .unwrap();
-    }
     let mut redis_conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
